@@ -1,0 +1,53 @@
+# The two commands a newcomer runs (see README.md):
+#   make demo   set up and run a real call between two peers
+#   make test   set up and run the whole suite (lint, types, tests)
+# Each target installs what it needs: a virtualenv with the package, and the
+# Debian packages the tests drive (sipp from sip-tester, nftables for loss tests).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.sipd-installed
+DEB_PACKAGES := sip-tester nftables
+PYTEST_ARGS ?=
+
+.PHONY: test lint typecheck pytest sysdeps venv bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) setup.py
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Installs the Debian packages only when one is missing, so a warm machine
+# does not touch apt at all.
+sysdeps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+lint: venv
+	$(VENV)/bin/ruff check sipd tests bench examples setup.py
+	$(VENV)/bin/ruff format --check sipd tests bench examples setup.py
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+pytest: venv sysdeps
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: venv sysdeps
+	$(PY) bench/parse.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis output

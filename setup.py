@@ -1,0 +1,46 @@
+"""Packaging for sipd.
+
+setuptools installs the ``sipd`` package and, once the daemon lands, the
+``twisted/plugins/sipd_plugin.py`` drop-in (that folder has no ``__init__.py``
+on purpose: Twisted scans it as a plugin directory, not as a package).
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="sipd",
+    version="0.1.0",
+    description="SIP telephony library and daemon on Twisted: real calls, real RTP audio",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["sipd", "sipd.*"]),
+    package_data={"sipd": ["py.typed", "data/*.yaml"]},
+    install_requires=[
+        "twisted>=24.3",
+        "zope.interface>=6.0",
+        "automat>=25.4",
+        "numpy>=1.26",
+        "pyyaml>=6.0",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8.0",
+            "pytest-twisted>=1.14",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "mypy-zope>=1.0",
+            "types-pyyaml>=6.0",
+            # G.711 oracle: stdlib audioop up to 3.12, audioop-lts after.
+            "audioop-lts>=0.2; python_version>='3.13'",
+        ],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Communications :: Telephony",
+    ],
+)

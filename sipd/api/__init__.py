@@ -1,0 +1,1 @@
+"""sipd.api package."""

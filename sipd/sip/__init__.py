@@ -1,0 +1,1 @@
+"""sipd.sip package."""

@@ -1,0 +1,1 @@
+"""sipd.transport package."""
