@@ -1,0 +1,145 @@
+"""The ``Via`` header (RFC 3261 §20.42, §18.2.1; RFC 3581 rport).
+
+The top Via carries the transaction's branch and tells a server where to send
+responses; :func:`response_address` implements that choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+from sipd.sip.errors import BadRequest
+from sipd.sip.grammar import Params, format_params, get_param, parse_params, set_param
+
+__all__ = ["MAGIC_COOKIE", "Via", "parse_via", "response_address"]
+
+#: RFC 3261 §8.1.1.7: branches that start with this were made by a 3261 stack.
+MAGIC_COOKIE = "z9hG4bK"
+
+_PROTO_RE = re.compile(r"^\s*([^/\s]+)\s*/\s*([^/\s]+)\s*/\s*([^\s]+)\s+(.*)$", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """One Via value: transport, sent-by host/port and parameters."""
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: Params = ()
+    protocol: str = "SIP/2.0"
+
+    def __str__(self) -> str:
+        port = f":{self.port}" if self.port is not None else ""
+        return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
+
+    @property
+    def branch(self) -> str | None:
+        """The ``branch`` parameter, or None for an RFC 2543 peer without one."""
+        return get_param(self.params, "branch")
+
+    @property
+    def received(self) -> str | None:
+        """The ``received`` parameter a server added, if any."""
+        return get_param(self.params, "received")
+
+    @property
+    def rport(self) -> int | bool | None:
+        """``None`` if absent, ``True`` when asked for (bare ``;rport``), else the port."""
+        value = get_param(self.params, "rport")
+        if value is None:
+            return None
+        if value == "":
+            return True
+        if not value.isdigit():
+            raise BadRequest(f"bad rport value {value!r}")
+        return int(value)
+
+    @property
+    def maddr(self) -> str | None:
+        """The ``maddr`` parameter, if any."""
+        return get_param(self.params, "maddr")
+
+    @property
+    def ttl(self) -> int | None:
+        """The ``ttl`` parameter as an int, if any."""
+        value = get_param(self.params, "ttl")
+        if value is None:
+            return None
+        if not value.isdigit() or int(value) > 255:
+            raise BadRequest(f"bad ttl value {value!r}")
+        return int(value)
+
+    @property
+    def sent_by(self) -> tuple[str, int]:
+        """The sent-by host and port (5060 when absent)."""
+        return self.host, self.port if self.port is not None else 5060
+
+    @property
+    def is_rfc3261(self) -> bool:
+        """True when the branch carries the RFC 3261 magic cookie."""
+        b = self.branch
+        return b is not None and b.startswith(MAGIC_COOKIE)
+
+    def with_param(self, name: str, value: str | None) -> Via:
+        """A copy with parameter ``name`` set."""
+        return dataclasses.replace(self, params=set_param(self.params, name, value))
+
+
+def parse_via(value: str) -> Via:
+    """Parse a single Via value (split a multi-valued header first)."""
+    m = _PROTO_RE.match(value)
+    if m is None:
+        raise BadRequest(f"malformed Via {value!r}")
+    name, version, transport, rest = m.groups()
+    sent_by, _, ptext = rest.partition(";")
+    sent_by = sent_by.strip()
+    port: int | None = None
+    if sent_by.startswith("["):
+        end = sent_by.find("]")
+        if end < 0:
+            raise BadRequest(f"malformed Via host in {value!r}")
+        host = sent_by[: end + 1]
+        tail = sent_by[end + 1 :].strip()
+        if tail:
+            if not tail.startswith(":") or not tail[1:].strip().isdigit():
+                raise BadRequest(f"malformed Via port in {value!r}")
+            port = int(tail[1:])
+    else:
+        host, colon, port_text = sent_by.partition(":")
+        host = host.strip()
+        if colon:
+            port_text = port_text.strip()
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                raise BadRequest(f"malformed Via port in {value!r}")
+            port = int(port_text)
+    if not host or " " in host:
+        raise BadRequest(f"malformed Via host in {value!r}")
+    return Via(
+        transport=transport.upper(),
+        host=host,
+        port=port,
+        params=parse_params(ptext),
+        protocol=f"{name.upper()}/{version}",
+    )
+
+
+def response_address(via: Via, source: tuple[str, int] | None = None) -> tuple[str, int]:
+    """Where a UDP server sends a response (RFC 3261 §18.2.2, RFC 3581 §4).
+
+    ``maddr`` wins; then ``received`` with ``rport`` (or the source port when
+    rport was asked for); then the sent-by address.
+    """
+    if via.maddr:
+        return via.maddr, via.port or 5060
+    host = via.received or via.host
+    if host.startswith("["):
+        host = host[1:-1]
+    rport = via.rport
+    if isinstance(rport, int) and not isinstance(rport, bool):
+        return host, rport
+    if rport is True and source is not None:
+        return host, source[1]
+    return host, via.port or 5060
