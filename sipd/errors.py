@@ -8,8 +8,16 @@ for the person reading the log: they say what happened and what to do.
 from __future__ import annotations
 
 __all__ = [
+    "ActionFailed",
     "ConfigError",
+    "MediaValueError",
+    "RtpParseError",
+    "SdpError",
+    "SdpNegotiationError",
     "SipdError",
+    "StateTableError",
+    "UnhandledEvent",
+    "WavFormatError",
 ]
 
 
@@ -19,3 +27,53 @@ class SipdError(Exception):
 
 class ConfigError(SipdError):
     """A configuration file or value is wrong; the message names file, line and key."""
+
+
+class RtpParseError(SipdError):
+    """An RTP or RTCP datagram is malformed; the message says which field and why."""
+
+
+class WavFormatError(SipdError):
+    """A WAV file cannot be read; the message names the file and what is wrong with it."""
+
+
+class StateTableError(SipdError):
+    """A state table is invalid; each problem names file, line, row and key.
+
+    All problems found in one load are reported together, so a table author
+    fixes them in one pass; ``problems`` holds them one per line.
+    """
+
+    def __init__(self, problems: tuple[str, ...]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class UnhandledEvent(SipdError):
+    """A session received an event its state table has no row for in its current state."""
+
+
+class ActionFailed(SipdError):
+    """A state-table action raised; the transition was still taken (see ``__cause__``)."""
+
+
+class SdpError(SipdError):
+    """An SDP body is malformed; the message names the line number and the line.
+
+    ``status`` is the SIP response a UAS should send for it (h11-style status hint).
+    """
+
+    status: int = 400
+
+
+class SdpNegotiationError(SdpError):
+    """Offer/answer found nothing both sides can use (RFC 3264), e.g. no common codec.
+
+    The SIP answer to such an offer is 488 Not Acceptable Here (RFC 3261 §21.4.26).
+    """
+
+    status: int = 488
+
+
+class MediaValueError(SipdError, ValueError):
+    """A media value (samples, codec name, packet field) is out of range or of the wrong kind."""

@@ -1,0 +1,100 @@
+"""Settings shared by the library and the daemon.
+
+:class:`SipdConfig` holds every knob a UA has; ``SimplePeer.create`` builds
+one from keyword arguments and the daemon builds one from ``etc/sipd.yaml``.
+Defaults are what a UA on a LAN wants; the RFC timer values are RFC 3261's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from sipd.errors import ConfigError
+
+__all__ = ["DEFAULT_STATE_TABLE", "SipdConfig", "default_state_table_path"]
+
+
+def default_state_table_path() -> Path:
+    """The state table shipped with the package (``etc/state_table.yaml`` links to it)."""
+    return Path(str(resources.files("sipd") / "data" / "state_table.yaml"))
+
+
+DEFAULT_STATE_TABLE = "state_table.yaml"
+
+
+@dataclass(slots=True)
+class SipdConfig:
+    """Everything a UA (peer or daemon) needs to know before binding sockets."""
+
+    #: The user part of our own URI (``sip:<name>@host:port``).
+    name: str = "sipd"
+    #: Address the SIP socket binds to.
+    host: str = "127.0.0.1"
+    #: SIP UDP port; 0 picks a free one.
+    port: int = 5060
+    #: Host written into Contact/Via/SDP when ``host`` is a wildcard (0.0.0.0, ::).
+    advertised_host: str | None = None
+    #: RTP ports are taken from this inclusive range, even numbers for RTP.
+    media_port_min: int = 16384
+    media_port_max: int = 32767
+    #: RFC 3261 timers (seconds).
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    #: An outgoing call with no final answer is cancelled after this long.
+    ring_timeout: float = 60.0
+    #: A deferred incoming INVITE nobody answers gets ``defer_status`` after this long.
+    defer_timeout: float = 30.0
+    defer_status: int = 480
+    #: Codecs we offer and accept, in order of preference.
+    codecs: list[str] = field(default_factory=lambda: ["PCMU", "PCMA"])
+    #: Offer and accept RFC 4733 telephone-event.
+    dtmf: bool = True
+    #: Path to the YAML state table; None means the shipped default.
+    state_table_path: str | None = None
+    #: User-Agent / Server header value.
+    user_agent: str = "sipd/0.1"
+    #: Send 180 Ringing as soon as an incoming call is offered to the application.
+    send_ringing: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check ranges and types; raise :class:`ConfigError` naming the key."""
+        if not 0 <= self.port < 65536:
+            raise ConfigError(f"port: {self.port} is not a UDP port (0-65535)")
+        if not (1024 <= self.media_port_min <= self.media_port_max < 65536):
+            raise ConfigError(
+                f"media_port_min/media_port_max: {self.media_port_min}-{self.media_port_max} "
+                "must be a range within 1024-65535"
+            )
+        if self.media_port_max - self.media_port_min < 1:
+            raise ConfigError("media_port_min/media_port_max: the range needs at least 2 ports")
+        for key in ("t1", "t2", "t4", "ring_timeout", "defer_timeout"):
+            value = getattr(self, key)
+            if not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"{key}: {value!r} must be a positive number of seconds")
+        if self.t2 < self.t1:
+            raise ConfigError(f"t2: {self.t2} must not be smaller than t1 ({self.t1})")
+        unknown = [c for c in self.codecs if c.upper() not in ("PCMU", "PCMA")]
+        if unknown or not self.codecs:
+            raise ConfigError(f"codecs: {unknown or self.codecs} — supported codecs are PCMU, PCMA")
+        if not 300 <= self.defer_status <= 699:
+            raise ConfigError(f"defer_status: {self.defer_status} must be a final status 300-699")
+
+    @property
+    def contact_host(self) -> str:
+        """The host others reach us at (never a wildcard address)."""
+        if self.advertised_host:
+            return self.advertised_host
+        if self.host in ("0.0.0.0", "", "::"):
+            return "127.0.0.1" if self.host != "::" else "::1"
+        return self.host
+
+    def replace(self, **changes: object) -> SipdConfig:
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
