@@ -9,6 +9,12 @@ from __future__ import annotations
 
 __all__ = [
     "ActionFailed",
+    "CallCancelled",
+    "CallError",
+    "CallFailed",
+    "CallRejected",
+    "CallStateError",
+    "CallTimeout",
     "ConfigError",
     "MediaValueError",
     "RtpParseError",
@@ -16,6 +22,7 @@ __all__ = [
     "SdpNegotiationError",
     "SipdError",
     "StateTableError",
+    "TransactionError",
     "UnhandledEvent",
     "WavFormatError",
 ]
@@ -77,3 +84,48 @@ class SdpNegotiationError(SdpError):
 
 class MediaValueError(SipdError, ValueError):
     """A media value (samples, codec name, packet field) is out of range or of the wrong kind."""
+
+
+class TransactionError(SipdError):
+    """A SIP transaction was used in a way RFC 3261 §17 does not allow.
+
+    For example a second final response on a server transaction, or a request
+    whose top Via has no RFC 3261 branch handed to a client transaction; the
+    message names the method, the status and the state.
+    """
+
+
+class CallError(SipdError):
+    """A call did not do what was asked; ``status`` is the SIP status, if any."""
+
+    status: int | None = None
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        self.reason = reason
+
+
+class CallRejected(CallError):
+    """The callee (or a proxy) answered with a final 3xx-6xx status."""
+
+
+class CallCancelled(CallError):
+    """The call was cancelled before it was answered (by us or by the caller)."""
+
+    status = 487
+
+
+class CallTimeout(CallError):
+    """Nobody answered in time, or the peer never responded at all."""
+
+    status = 408
+
+
+class CallFailed(CallError):
+    """The call broke for another reason (no common codec, missing ACK, transport)."""
+
+
+class CallStateError(CallError):
+    """An operation that the call's current state does not allow (answering twice...)."""
