@@ -1,0 +1,389 @@
+"""The SIP transaction layer (RFC 3261 §17, RFC 6026), sans-I/O.
+
+:class:`TransactionLayer` sits between the transport and the transaction user
+(the dialog layer). The transport hands it every parsed message through
+:meth:`TransactionLayer.receive`; it matches responses to client transactions
+(§17.1.3) and requests to server transactions (§17.2.3, including the RFC 2543
+fallback for peers whose branch lacks the magic cookie), absorbs
+retransmissions, and calls the :class:`TransactionUser` only for what is new.
+Bytes go out through an injected ``send(data, addr)`` and time comes from an
+injected ``IReactorTime``, so every timer is testable with ``task.Clock``.
+
+The transactions themselves live in :mod:`sipd.sip.transaction_client` and
+:mod:`sipd.sip.transaction_server`; their names are re-exported here.
+
+Only UDP is modelled: the timers that are zero on reliable transports (D, I,
+J, K) use their UDP values, and requests are always retransmitted.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeAlias
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from sipd.errors import TransactionError
+from sipd.sip.errors import SipParseError
+from sipd.sip.message import Request, Response, make_response
+from sipd.sip.transaction_client import (
+    ClientState,
+    ClientTransaction,
+    make_ack_for_non2xx,
+    make_cancel,
+)
+from sipd.sip.transaction_server import ServerState, ServerTransaction
+from sipd.sip.via import MAGIC_COOKIE, Via, response_address
+
+__all__ = [
+    "DEFAULT_TIMERS",
+    "Addr",
+    "ClientState",
+    "ClientTransaction",
+    "ServerState",
+    "ServerTransaction",
+    "TimerConfig",
+    "TransactionError",
+    "TransactionLayer",
+    "TransactionUser",
+    "make_ack_for_non2xx",
+    "make_cancel",
+    "new_branch",
+]
+
+#: A transport address: host and port.
+Addr: TypeAlias = tuple[str, int]
+
+_log = Logger()
+
+
+@dataclass(frozen=True, slots=True)
+class TimerConfig:
+    """The base timer values of RFC 3261 §17.1.1.1 and Table 4, in seconds.
+
+    ``t1`` is the RTT estimate, ``t2`` the cap on non-INVITE and response
+    retransmission intervals, ``t4`` how long a message can stay in the
+    network. Every other timer derives from them; the properties name the
+    RFC timer they stand for (UDP values).
+    """
+
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not (self.t1 > 0 and self.t2 >= self.t1 and self.t4 > 0):
+            raise ValueError(f"need 0 < T1 <= T2 and T4 > 0, got {self}")
+
+    @property
+    def b(self) -> float:
+        """Timer B: INVITE client transaction timeout, 64*T1."""
+        return 64 * self.t1
+
+    @property
+    def d(self) -> float:
+        """Timer D: wait in Completed for retransmitted finals (UDP: > 32 s).
+
+        RFC 3261 asks for "at least 32 s", which covers a server using the
+        default T1 (its Timer H is 64*T1 = 32 s); with a larger T1 the server
+        retransmits longer, so D grows with it.
+        """
+        return max(32.0, 64 * self.t1)
+
+    @property
+    def f(self) -> float:
+        """Timer F: non-INVITE client transaction timeout, 64*T1."""
+        return 64 * self.t1
+
+    @property
+    def h(self) -> float:
+        """Timer H: wait for the ACK to a non-2xx final, 64*T1."""
+        return 64 * self.t1
+
+    @property
+    def i(self) -> float:
+        """Timer I: absorb ACK retransmissions in Confirmed, T4 for UDP."""
+        return self.t4
+
+    @property
+    def j(self) -> float:
+        """Timer J: absorb non-INVITE request retransmissions, 64*T1 for UDP."""
+        return 64 * self.t1
+
+    @property
+    def k(self) -> float:
+        """Timer K: absorb non-INVITE response retransmissions, T4 for UDP."""
+        return self.t4
+
+    @property
+    def l(self) -> float:  # noqa: E743 - the RFC's name for it
+        """Timer L: server INVITE transaction in Accepted (RFC 6026), 64*T1."""
+        return 64 * self.t1
+
+    @property
+    def m(self) -> float:
+        """Timer M: client INVITE transaction in Accepted (RFC 6026), 64*T1."""
+        return 64 * self.t1
+
+
+#: RFC 3261 defaults: T1 = 500 ms, T2 = 4 s, T4 = 5 s.
+DEFAULT_TIMERS = TimerConfig()
+
+
+class TransactionUser(Protocol):
+    """What the transaction layer calls upward (the dialog layer implements it)."""
+
+    def request_received(self, request: Request, source: Addr, txn: ServerTransaction) -> None:
+        """A new request other than ACK and CANCEL; answer it with ``txn.respond``.
+
+        For an INVITE the layer sends 100 Trying after this returns unless a
+        response was sent already. If this raises before a final response was
+        sent, the layer answers 500 (or the ``status`` of a ``SipParseError``).
+        """
+
+    def ack_received(self, request: Request, source: Addr) -> None:
+        """An ACK that is not for a non-2xx final response: the ACK for a 2xx."""
+
+    def cancel_received(
+        self,
+        cancel: Request,
+        source: Addr,
+        cancel_txn: ServerTransaction,
+        invite_txn: ServerTransaction | None,
+    ) -> None:
+        """A new CANCEL and the INVITE server transaction it targets (§9.2), if any.
+
+        The TU answers the CANCEL on ``cancel_txn`` (200, or 481 when
+        ``invite_txn`` is None) and, if the INVITE is still in Proceeding,
+        answers it 487.
+        """
+
+    def stray_response_received(self, response: Response, source: Addr) -> None:
+        """A response no client transaction claims (e.g. a retransmitted 2xx to INVITE)."""
+
+    def server_transaction_timeout(self, txn: ServerTransaction) -> None:
+        """Timer H fired: the ACK to a non-2xx final response never arrived."""
+
+    def server_transport_error(self, txn: ServerTransaction, error: OSError) -> None:
+        """Sending a response failed (§17.2.4); ``txn`` is already terminated."""
+
+
+def new_branch() -> str:
+    """A fresh RFC 3261 branch: the magic cookie and 64 random bits in hex."""
+    return MAGIC_COOKIE + secrets.token_hex(8)
+
+
+_ClientKey: TypeAlias = tuple[str, str]
+_ServerKey: TypeAlias = tuple[object, ...]
+
+
+def _legacy_key(request: Request, via: Via, method: str, to_tag: str | None) -> _ServerKey:
+    """The RFC 2543 matching key (§17.2.3): Request-URI, tags, Call-ID, CSeq, top Via."""
+    return (
+        request.uri,
+        to_tag,
+        request.from_.tag,
+        request.call_id,
+        request.cseq.number,
+        method,
+        via,
+    )
+
+
+class TransactionLayer:
+    """Client and server transactions of one UDP transport.
+
+    ``send(data, addr)`` puts a datagram on the wire and may raise ``OSError``;
+    ``tu`` receives what the transactions do not absorb. Terminated
+    transactions leave the tables at once, so :attr:`client_count` and
+    :attr:`server_count` drop to zero when all traffic has settled.
+    """
+
+    __slots__ = ("_acks", "_clients", "_send", "_servers", "clock", "timers", "tu")
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        send: Callable[[bytes, Addr], None],
+        tu: TransactionUser,
+        timers: TimerConfig = DEFAULT_TIMERS,
+    ) -> None:
+        self.clock = clock
+        self._send = send
+        self.tu = tu
+        self.timers = timers
+        self._clients: dict[_ClientKey, ClientTransaction] = {}
+        self._servers: dict[_ServerKey, ServerTransaction] = {}
+        # RFC 2543 only: ACK keys (To tag of our final) -> INVITE transaction.
+        self._acks: dict[_ServerKey, ServerTransaction] = {}
+
+    @property
+    def client_count(self) -> int:
+        """Client transactions not yet terminated."""
+        return len(self._clients)
+
+    @property
+    def server_count(self) -> int:
+        """Server transactions not yet terminated."""
+        return len(self._servers)
+
+    def __len__(self) -> int:
+        return len(self._clients) + len(self._servers)
+
+    # -- client side ----------------------------------------------------------
+    def send_request(
+        self,
+        request: Request,
+        dest: Addr,
+        on_response: Callable[[Response], None],
+        on_timeout: Callable[[], None],
+        on_transport_error: Callable[[OSError], None] | None = None,
+    ) -> ClientTransaction:
+        """Start a client transaction: send ``request`` to ``dest`` now.
+
+        The request must already carry its top Via with an RFC 3261 branch
+        (:func:`new_branch`). ACK is never sent through a transaction: the ACK
+        for a non-2xx is built here, the ACK for a 2xx is the TU's own. If the
+        first send fails, the error callback runs before this returns and the
+        returned transaction is already terminated.
+        """
+        method = request.method
+        if method == "ACK":
+            raise TransactionError("ACK is sent without a client transaction (RFC 3261 §17.1)")
+        branch = request.top_via.branch
+        if branch is None or not branch.startswith(MAGIC_COOKIE):
+            raise TransactionError(
+                f"{method} needs a top Via branch starting with {MAGIC_COOKIE}; use new_branch()"
+            )
+        key = (branch.lower(), method)
+        if key in self._clients:
+            raise TransactionError(f"a {method} client transaction with branch {branch} exists")
+        txn = ClientTransaction(
+            self, request, dest, key, on_response, on_timeout, on_transport_error
+        )
+        self._clients[key] = txn
+        txn._start()
+        return txn
+
+    # -- the single entry point from the transport ------------------------------
+    def receive(self, message: Request | Response, source: Addr) -> None:
+        """Route one parsed message from the transport.
+
+        Raises :class:`~sipd.sip.errors.SipParseError` when a header needed
+        for matching (top Via, CSeq, From/To for RFC 2543 peers) does not
+        parse; nothing has changed then, and the transport answers or drops
+        the message as it does for any parse error.
+        """
+        if isinstance(message, Response):
+            self._receive_response(message, source)
+        else:
+            self._receive_request(message, source)
+
+    def _receive_response(self, response: Response, source: Addr) -> None:
+        branch = response.top_via.branch
+        txn = None
+        if branch is not None:
+            txn = self._clients.get((branch.lower(), response.cseq.method))
+        if txn is None:
+            self.tu.stray_response_received(response, source)
+        else:
+            txn._receive(response)
+
+    def _receive_request(self, request: Request, source: Addr) -> None:
+        method = request.method
+        via = request.top_via
+        branch = via.branch
+        matched_method = "INVITE" if method == "ACK" else method
+        legacy = branch is None or not branch.startswith(MAGIC_COOKIE)
+        if legacy:
+            if method == "ACK":
+                key = _legacy_key(request, via, "INVITE", request.to.tag)
+                txn = self._acks.get(key)
+            else:
+                key = _legacy_key(request, via, method, request.to.tag)
+                txn = self._servers.get(key)
+        else:
+            assert branch is not None
+            host, port = via.sent_by
+            key = (branch.lower(), host.lower(), port, matched_method)
+            txn = self._servers.get(key)
+
+        if method == "ACK":
+            if txn is not None and txn.is_invite:
+                txn._receive_ack(request, source)
+            else:
+                self.tu.ack_received(request, source)
+            return
+        if txn is not None:
+            txn._receive_retransmission()
+            return
+
+        txn = ServerTransaction(
+            self, request, source, response_address(via, source), key, legacy=legacy
+        )
+        self._servers[key] = txn
+        try:
+            if method == "CANCEL":
+                # §9.2: the INVITE with the same branch and sent-by (or, for
+                # RFC 2543 peers, the same matching headers but the method).
+                if legacy:
+                    invite_key = _legacy_key(request, via, "INVITE", request.to.tag)
+                else:
+                    invite_key = (*key[:3], "INVITE")
+                invite_txn = self._servers.get(invite_key)
+                self.tu.cancel_received(request, source, txn, invite_txn)
+            else:
+                self.tu.request_received(request, source, txn)
+        except Exception as error:
+            self._tu_failed(txn, error)
+            return
+        if txn.state is ServerState.PROCEEDING and txn.last_status is None and txn.is_invite:
+            txn._send_trying()
+
+    def _tu_failed(self, txn: ServerTransaction, error: Exception) -> None:
+        """The TU raised on a new request: answer it so the peer is not left hanging.
+
+        Without this the transaction would sit in Trying/Proceeding forever,
+        since neither state has a timer on the server side.
+        """
+        _log.failure(
+            "transaction user failed on {method} from {source}",
+            method=txn.request.method,
+            source=txn.source,
+        )
+        if txn.state is ServerState.TRYING or txn.state is ServerState.PROCEEDING:
+            if isinstance(error, SipParseError):
+                status, reason = error.status, error.reason
+            else:
+                status, reason = 500, "Server Internal Error"
+            txn.respond(make_response(txn.request, status, reason, to_tag=secrets.token_hex(4)))
+
+    # -- shutdown --------------------------------------------------------------
+    def close(self) -> None:
+        """Terminate every transaction without callbacks (service stop)."""
+        for client in list(self._clients.values()):
+            client.terminate()
+        for server in list(self._servers.values()):
+            server.terminate()
+
+    # -- called by the transactions ----------------------------------------------
+    def _client_ended(self, txn: ClientTransaction) -> None:
+        if self._clients.get(txn.key) is txn:
+            del self._clients[txn.key]
+
+    def _server_ended(self, txn: ServerTransaction) -> None:
+        if self._servers.get(txn.key) is txn:
+            del self._servers[txn.key]
+        ack_key = txn._ack_key
+        if ack_key is not None and self._acks.get(ack_key) is txn:
+            del self._acks[ack_key]
+
+    def _add_ack_key(self, txn: ServerTransaction, final: Response) -> None:
+        """RFC 2543: the ACK to ``final`` will carry its To tag; file that key too."""
+        key = txn.key
+        ack_key = (key[0], final.to.tag, *key[2:])
+        txn._ack_key = ack_key
+        self._acks[ack_key] = txn
