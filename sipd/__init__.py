@@ -1,10 +1,64 @@
 """sipd: SIP calls and RTP audio for Twisted programs.
 
-The package root re-exports the public names as they land; see docs/ for the API.
+.. code-block:: python
+
+    from sipd import SimplePeer
+
+    alice = await SimplePeer.create("alice", 5060)
+    call = await alice.call("sip:bob@127.0.0.1:5061")
+    await call.wait_for_answer()
 """
 
-from sipd.errors import ConfigError, SipdError
-
-__all__ = ["ConfigError", "SipdError", "__version__"]
+from sipd.api import Call, CallDirection, CallId, CallState, IncomingCall, SimplePeer
+from sipd.config import SipdConfig
+from sipd.errors import (
+    CallCancelled,
+    CallError,
+    CallFailed,
+    CallRejected,
+    CallStateError,
+    CallTimeout,
+    ConfigError,
+    SipdError,
+)
+from sipd.media.frame import AudioFrame
+from sipd.session.coordinator import UnifiedCoordinator
+from sipd.session.interceptor import (
+    Accept,
+    Custom,
+    Defer,
+    InviteDetails,
+    ISignalingHandler,
+    Reject,
+)
+from sipd.session.session import UnifiedSession
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Accept",
+    "AudioFrame",
+    "Call",
+    "CallCancelled",
+    "CallDirection",
+    "CallError",
+    "CallFailed",
+    "CallId",
+    "CallRejected",
+    "CallState",
+    "CallStateError",
+    "CallTimeout",
+    "ConfigError",
+    "Custom",
+    "Defer",
+    "ISignalingHandler",
+    "IncomingCall",
+    "InviteDetails",
+    "Reject",
+    "SimplePeer",
+    "SipdConfig",
+    "SipdError",
+    "UnifiedCoordinator",
+    "UnifiedSession",
+    "__version__",
+]

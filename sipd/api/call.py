@@ -1,0 +1,173 @@
+"""``Call`` and ``IncomingCall``: the simple faces of a :class:`UnifiedSession`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from twisted.internet import defer
+
+from sipd.api.types import CallDirection, CallId, CallState, call_state_for
+from sipd.errors import CallError
+from sipd.session.session import UnifiedSession
+from sipd.sip.headers import Headers
+
+if TYPE_CHECKING:
+    from sipd.session.machine import Transition
+
+__all__ = ["Call", "IncomingCall"]
+
+
+class Call:
+    """A call in progress, placed or answered by a ``SimplePeer``.
+
+    Methods that wait return Deferreds (await them in ``async def`` code);
+    properties only read state.
+    """
+
+    def __init__(self, session: UnifiedSession, direction: CallDirection) -> None:
+        self.session = session
+        self.direction = direction
+        self._id = CallId(session.id)
+
+    def __repr__(self) -> str:
+        return f"<Call {self._id} {self.direction.value} {self.remote_party} {self.state.name}>"
+
+    # -- plain reads -----------------------------------------------------------------
+    @property
+    def id(self) -> CallId:
+        """This call's id (stable for its whole life)."""
+        return self._id
+
+    @property
+    def state(self) -> CallState:
+        """The call's state, simplified from the state table's."""
+        return call_state_for(self.session.state)
+
+    @property
+    def remote_party(self) -> str:
+        """The other side's URI."""
+        return self.session.remote_uri
+
+    @property
+    def sip_call_id(self) -> str | None:
+        """The SIP Call-ID header value."""
+        return self.session.call_id
+
+    @property
+    def failure(self) -> CallError | None:
+        """Why the call failed, once it has."""
+        return self.session.failure
+
+    @property
+    def state_path(self) -> list[str]:
+        """The state-table states this call went through, in order."""
+        return self.session.path
+
+    @property
+    def history(self) -> list[Transition]:
+        """Every recorded transition (state, event, actions, next state, time)."""
+        return self.session.history
+
+    def is_active(self) -> bool:
+        """True while the call is answered and not ended."""
+        return self.state in (CallState.ACTIVE, CallState.ON_HOLD)
+
+    # -- waits -------------------------------------------------------------------------
+    def wait_for_answer(self) -> defer.Deferred[None]:
+        """Fires when the call is answered.
+
+        Fails with :class:`~sipd.errors.CallRejected` (carrying the status,
+        e.g. 486), :class:`~sipd.errors.CallCancelled` or
+        :class:`~sipd.errors.CallTimeout` otherwise.
+        """
+        return self.session.wait_for_answer().addCallback(lambda _: None)
+
+    def wait_for_end(self) -> defer.Deferred[None]:
+        """Fires once the call has ended, by either side."""
+        return self.session.wait_for_end()
+
+    def hangup(self) -> defer.Deferred[None]:
+        """End the call: BYE if answered, CANCEL if still ringing. Fires when ended."""
+        return self.session.hangup()
+
+
+class IncomingCall:
+    """A call offered to us that is waiting for ``accept()`` or ``reject()``."""
+
+    def __init__(
+        self, session: UnifiedSession, on_accept: Callable[[Call], None] | None = None
+    ) -> None:
+        self.session = session
+        self._on_accept = on_accept
+
+    def __repr__(self) -> str:
+        return f"<IncomingCall from {self.caller} to {self.callee}>"
+
+    @property
+    def id(self) -> CallId:
+        return CallId(self.session.id)
+
+    @property
+    def caller(self) -> str:
+        """The From URI of the INVITE."""
+        return self.session.remote_uri
+
+    # DESIGN.md's original name in the Rust API.
+    from_ = caller
+
+    @property
+    def callee(self) -> str:
+        """The To URI of the INVITE."""
+        return self.session.local_uri
+
+    @property
+    def request_uri(self) -> str:
+        """The Request-URI: what the caller dialled."""
+        assert self.session.leg is not None
+        return str(self.session.leg.invite.uri)
+
+    @property
+    def dialled(self) -> str:
+        """The user part of the Request-URI (the dialled number or name)."""
+        assert self.session.leg is not None
+        return self.session.leg.invite.uri.user or ""
+
+    @property
+    def headers(self) -> Headers:
+        """Every header of the INVITE, custom ones included."""
+        assert self.session.leg is not None
+        return self.session.leg.invite.headers
+
+    @property
+    def sdp(self) -> str | None:
+        """The SDP offer as text, if any."""
+        assert self.session.leg is not None
+        body = self.session.leg.invite.body
+        return body.decode("utf-8", "replace") if body else None
+
+    @property
+    def is_pending(self) -> bool:
+        """True while the call still waits for an answer (not cancelled)."""
+        return self.session.state == "Incoming"
+
+    def accept(self) -> defer.Deferred[Call]:
+        """Answer with 200 OK; fires with the :class:`Call` once the caller ACKs."""
+        call = Call(self.session, CallDirection.INCOMING)
+
+        def answered(_: object) -> Call:
+            if self._on_accept is not None:
+                self._on_accept(call)
+            return call
+
+        return self.session.accept().addCallback(answered)
+
+    def reject(self, code: int = 486, reason: str | None = "Busy Here") -> defer.Deferred[None]:
+        """Refuse the call with a final status (486 Busy Here by default)."""
+        if code != 486 and reason == "Busy Here":
+            reason = None
+        return self.session.reject(code, reason)
+
+    def reject_busy(self) -> defer.Deferred[None]:
+        """Refuse with 486 Busy Here."""
+        return self.reject(486, "Busy Here")

@@ -1,0 +1,160 @@
+"""``SimplePeer``: place and receive calls in a few lines.
+
+.. code-block:: python
+
+    alice = await SimplePeer.create("alice", 5060)
+    call = await alice.call("sip:bob@127.0.0.1:5061")
+    await call.wait_for_answer()
+    await call.hangup()
+    await alice.close()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+
+from sipd.api.call import Call, IncomingCall
+from sipd.api.types import CallDirection, CallId
+from sipd.config import SipdConfig
+from sipd.errors import SipdError
+from sipd.session.coordinator import UnifiedCoordinator
+from sipd.session.interceptor import ISignalingHandler
+from sipd.session.session import UnifiedSession
+from sipd.sip.uri import parse_uri
+
+__all__ = ["SimplePeer"]
+
+
+class SimplePeer:
+    """A SIP user agent with a name, a port and a queue of incoming calls."""
+
+    def __init__(self, coordinator: UnifiedCoordinator) -> None:
+        self.coordinator = coordinator
+        self._calls: dict[CallId, Call] = {}
+        self._incoming: list[IncomingCall] = []
+        self._waiters: list[defer.Deferred[IncomingCall]] = []
+        coordinator.on_incoming = self._offered
+        coordinator.on_session_end.append(self._ended)
+
+    def __repr__(self) -> str:
+        return f"<SimplePeer {self.uri}>"
+
+    # -- construction --------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        port: int = 5060,
+        *,
+        host: str = "127.0.0.1",
+        handler: ISignalingHandler | None = None,
+        reactor: Any = None,
+        **settings: Any,
+    ) -> defer.Deferred[SimplePeer]:
+        """Bind ``host:port`` and return a ready peer ``sip:<name>@host:port``.
+
+        Any :class:`~sipd.config.SipdConfig` field may be given as a keyword
+        (``ring_timeout=30``, ``media_port_min=20000``...). ``port=0`` picks a
+        free port (see :attr:`port`).
+        """
+        try:
+            config = SipdConfig(name=name, host=host, port=port, **settings)
+        except TypeError as exc:
+            return defer.fail(SipdError(f"unknown SimplePeer setting: {exc}"))
+        except SipdError:
+            return defer.fail()
+        d = UnifiedCoordinator.create(config, handler, reactor=reactor)
+        return d.addCallback(cls)
+
+    @classmethod
+    def from_uri(cls, uri: str, **settings: Any) -> defer.Deferred[SimplePeer]:
+        """Create a peer from its own URI, e.g. ``sip:alice@127.0.0.1:5060``."""
+        try:
+            parsed = parse_uri(uri, require_supported=False)
+        except SipdError:
+            return defer.fail()
+        settings.setdefault("host", parsed.host_for_socket)
+        return cls.create(parsed.user or "sipd", parsed.port or 5060, **settings)
+
+    # -- identity ----------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.coordinator.config.name
+
+    @property
+    def port(self) -> int:
+        """The bound SIP port."""
+        return self.coordinator.port
+
+    @property
+    def uri(self) -> str:
+        """Our SIP URI, the one to call us at."""
+        return self.coordinator.uri
+
+    # -- calls ------------------------------------------------------------------------------
+    def call(self, target: str, *, headers: dict[str, str] | None = None) -> defer.Deferred[Call]:
+        """Call ``target`` (``sip:bob@127.0.0.1:5061``; ``sip:`` may be left out).
+
+        Fires with the :class:`Call` as soon as the INVITE is on its way;
+        ``await call.wait_for_answer()`` to know how it went. ``headers`` are
+        added to the INVITE.
+        """
+        if ":" not in target.split("@")[0]:
+            target = f"sip:{target}"
+        try:
+            session = self.coordinator.create_outgoing_call(
+                target, headers=list((headers or {}).items())
+            )
+        except SipdError:
+            return defer.fail()
+        call = Call(session, CallDirection.OUTGOING)
+        if not session.is_ended:
+            self._calls[call.id] = call
+        return defer.succeed(call)
+
+    def wait_for_incoming(self) -> defer.Deferred[IncomingCall]:
+        """Fires with the next incoming call (cancelled ones are skipped)."""
+        incoming = self.try_incoming()
+        if incoming is not None:
+            return defer.succeed(incoming)
+        d: defer.Deferred[IncomingCall] = defer.Deferred(lambda d: self._waiters.remove(d))
+        self._waiters.append(d)
+        return d
+
+    def try_incoming(self) -> IncomingCall | None:
+        """The next incoming call if one is waiting, else None (never waits)."""
+        while self._incoming:
+            incoming = self._incoming.pop(0)
+            if incoming.is_pending:
+                return incoming
+        return None
+
+    def active_calls(self) -> list[Call]:
+        """Calls that are placed or answered and not yet ended."""
+        return [c for c in self._calls.values() if not c.session.is_ended]
+
+    def close(self) -> defer.Deferred[None]:
+        """Hang up every call and unbind; fires when done."""
+        for d in self._waiters:
+            d.errback(SipdError(f"peer {self.uri} was closed"))
+        self._waiters.clear()
+        self._incoming.clear()
+        return self.coordinator.close()
+
+    # -- coordinator callbacks -----------------------------------------------------------------
+    def _offered(self, session: UnifiedSession) -> None:
+        incoming = IncomingCall(session, self._track)
+        if self._waiters:
+            self._waiters.pop(0).callback(incoming)
+        else:
+            self._incoming.append(incoming)
+
+    def _track(self, call: Call) -> None:
+        if not call.session.is_ended:
+            self._calls[call.id] = call
+
+    def _ended(self, session: UnifiedSession) -> None:
+        self._calls.pop(CallId(session.id), None)
+        self._incoming = [i for i in self._incoming if i.session is not session]

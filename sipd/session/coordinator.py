@@ -1,0 +1,361 @@
+"""The :class:`UnifiedCoordinator`: one UA's sockets, layers and sessions.
+
+It binds the SIP socket, builds the transaction layer, the dialog and media
+adapters, the state-table machines, the :class:`SessionRegistry` and the
+:class:`SignalingInterceptor`, and routes every dialog event to its session
+through the registry. ``SimplePeer`` is a thin face over it; the daemon uses
+it directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUDP
+from twisted.logger import Logger
+
+from sipd.config import SipdConfig, default_state_table_path
+from sipd.errors import CallStateError, ConfigError
+from sipd.metrics import Metrics
+from sipd.session.dialog_adapter import CallLeg, DialogAdapter
+from sipd.session.interceptor import (
+    AcceptAllHandler,
+    Custom,
+    InviteDetails,
+    ISignalingHandler,
+    Reject,
+    SignalingInterceptor,
+)
+from sipd.session.machine import MachineFactory
+from sipd.session.media_adapter import MediaAdapter
+from sipd.session.registry import SessionRegistry
+from sipd.session.session import ACTIONS, GUARDS, UnifiedSession
+from sipd.session.state_table import Role, StateTable, load_state_table
+from sipd.session.store import SessionStore
+from sipd.sip.address import NameAddr
+from sipd.sip.message import Request, Response
+from sipd.sip.transaction import ServerTransaction, TimerConfig, TransactionLayer
+from sipd.sip.uri import parse_uri
+from sipd.transport.udp import SipDatagramProtocol
+
+__all__ = ["UnifiedCoordinator"]
+
+_log = Logger()
+_TABLE_CACHE: dict[str, StateTable] = {}
+
+
+def _load_table(path: str | None) -> StateTable:
+    key = path or str(default_state_table_path())
+    table = _TABLE_CACHE.get(key)
+    if table is None:
+        table = load_state_table(
+            key, implemented_guards=set(GUARDS), implemented_actions=set(ACTIONS)
+        )
+        _TABLE_CACHE[key] = table
+    return table
+
+
+class UnifiedCoordinator:
+    """Owns everything one SIP UA needs; create it with :meth:`create`."""
+
+    def __init__(
+        self,
+        config: SipdConfig,
+        handler: ISignalingHandler | None = None,
+        *,
+        reactor: Any = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.reactor = reactor
+        self.clock: IReactorTime = reactor
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.table = _load_table(config.state_table_path)
+        self._factories = {
+            role: MachineFactory(self.table, role, now=self.clock.seconds) for role in Role
+        }
+        self.store = SessionStore()
+        self.registry = SessionRegistry()
+        self.media = MediaAdapter(config)
+        self.transport = SipDatagramProtocol(self.clock, self.metrics)
+        self.dialogs = DialogAdapter(config, self.clock, self.transport.send, self.metrics)
+        self.interceptor = SignalingInterceptor(
+            handler or AcceptAllHandler(),
+            self.clock,
+            defer_timeout=config.defer_timeout,
+            defer_status=config.defer_status,
+        )
+        self.layer: TransactionLayer | None = None
+        self._port: IListeningPort | None = None
+        self._pending: dict[str, InviteDetails] = {}
+        #: Called with each UAS session the handler accepted (SimplePeer queues them).
+        self.on_incoming: Callable[[UnifiedSession], None] | None = None
+        #: Called with each session when it ends (the daemon writes a CDR).
+        self.on_session_end: list[Callable[[UnifiedSession], None]] = []
+        self.closed = False
+
+    # -- lifecycle --------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        config: SipdConfig | None = None,
+        handler: ISignalingHandler | None = None,
+        *,
+        reactor: Any = None,
+        metrics: Metrics | None = None,
+    ) -> defer.Deferred[UnifiedCoordinator]:
+        """Bind the SIP socket and return a ready coordinator."""
+        try:
+            coordinator = cls(config or SipdConfig(), handler, reactor=reactor, metrics=metrics)
+            coordinator.start()
+        except Exception:
+            return defer.fail()
+        return defer.succeed(coordinator)
+
+    def start(self) -> None:
+        """Bind the UDP socket (synchronously) and wire the layers."""
+        udp: IReactorUDP = self.reactor
+        try:
+            self._port = udp.listenUDP(self.config.port, self.transport, self.config.host, 65535)
+        except Exception as exc:
+            raise ConfigError(
+                f"cannot listen for SIP on {self.config.host}:{self.config.port}: {exc}"
+            ) from exc
+        port: int = self._port.getHost().port  # type: ignore[attr-defined]
+        timers = TimerConfig(t1=self.config.t1, t2=self.config.t2, t4=self.config.t4)
+        self.layer = TransactionLayer(self.clock, self.transport.send, self.dialogs, timers)
+        self.transport.set_handler(self.layer.receive)
+        self.dialogs.attach(self.layer, self, port)
+
+    @property
+    def port(self) -> int:
+        """The bound SIP port."""
+        return self.dialogs.local_port
+
+    @property
+    def uri(self) -> str:
+        """Our own SIP URI."""
+        return str(self.dialogs.local_uri())
+
+    def machine_factory(self, role: Role) -> MachineFactory:
+        return self._factories[role]
+
+    def sessions(self) -> list[UnifiedSession]:
+        """Every live session."""
+        return list(self.store)
+
+    def close(self, grace: float = 5.0) -> defer.Deferred[None]:
+        """Stop taking calls, end every call, and unbind.
+
+        Active calls get BYE, pending ones CANCEL or a decline; the Deferred
+        fires once they have ended or ``grace`` seconds have passed.
+        """
+        if self.closed:
+            return defer.succeed(None)
+        self.closed = True
+        self.dialogs.accepting = False
+        for invite in list(self.interceptor.pending.values()):
+            if not invite.answered and not invite.cancelled:
+                invite.reject(503, "Service Unavailable")
+        self.interceptor.cancel_all()
+        ends = [s.hangup() for s in self.store]
+        done: defer.Deferred[None] = defer.Deferred()
+        if ends:
+
+            def expire() -> None:
+                if not done.called:
+                    done.callback(None)
+
+            timeout = self.clock.callLater(grace, expire)
+            all_ended = defer.DeferredList(ends, consumeErrors=True)
+
+            def ended(_: object) -> None:
+                if timeout.active():
+                    timeout.cancel()
+                if not done.called:
+                    done.callback(None)
+
+            all_ended.addBoth(ended)
+        else:
+            done.callback(None)
+
+        def unbind(_: object) -> defer.Deferred[None] | None:
+            for session in self.store:
+                # Past the grace time: forget what did not end by itself.
+                session.fire("ByeCompleted", status=None)
+            self.dialogs.close()
+            self.media.close()
+            if self.layer is not None:
+                self.layer.close()
+            port, self._port = self._port, None
+            if port is not None:
+                result: defer.Deferred[None] | None = port.stopListening()
+                return result
+            return None
+
+        done.addCallback(unbind)
+        return done
+
+    # -- outgoing calls ---------------------------------------------------------------
+    def create_outgoing_call(
+        self, target: str, *, headers: list[tuple[str, str]] | None = None
+    ) -> UnifiedSession:
+        """Place a call to ``target`` (a SIP URI); returns its session at once."""
+        if self.closed:
+            raise CallStateError("this UA is closed; create a new one to place calls")
+        uri = parse_uri(target.strip("<>"), require_supported=False)
+        if uri.scheme == "tel":
+            raise CallStateError(
+                f"cannot call {target!r} directly: tel URIs need a proxy (not configured)"
+            )
+        if self.media.ports.in_use >= self.media.ports.capacity:
+            raise CallStateError(
+                "every RTP port is in use; widen media_port_min/media_port_max or end calls"
+            )
+        session = UnifiedSession(
+            self, Role.UAC, remote_uri=str(uri), local_uri=self.uri, target=uri
+        )
+        session.extra_headers = list(headers or ())
+        self.store.add(session)
+        self.metrics.inc("sipd_calls_started_total", direction="outgoing")
+        session.fire("MakeCall")
+        return session
+
+    # -- DialogEventSink ----------------------------------------------------------------
+    def new_invite(self, leg: CallLeg, request: Request, source: tuple[str, int]) -> None:
+        invite = InviteDetails(request, source, self, leg=leg)
+        self._pending[leg.key] = invite
+        self.interceptor.intercept(invite)
+
+    def dialog_event(self, leg: CallLeg, event: str, **data: object) -> bool:
+        session_id = self.registry.session_by_dialog(leg.key)
+        if session_id is None:
+            if event == "PendingCancelled":
+                invite = self._pending.pop(leg.key, None)
+                if invite is not None:
+                    invite._cancel()
+                self.dialogs.release(leg)
+                return True
+            return False
+        session = self.store.get(session_id)
+        if session is None:
+            return False
+        response = data.get("response")
+        if isinstance(response, Response) and session.role is Role.UAC:
+            self._consult_handler(session, leg, event, response)
+        session.fire(event, **data)
+        return True
+
+    def _consult_handler(
+        self, session: UnifiedSession, leg: CallLeg, event: str, response: Response
+    ) -> None:
+        try:
+            decision = self.interceptor.handler.on_response(leg.key, response)
+        except Exception:
+            _log.failure("handler.on_response failed for {dialog}", dialog=leg.key)
+            return
+        if isinstance(decision, Reject) and event == "Answered":
+            # Let the answer complete (ACK), then hang up at once.
+            self.clock.callLater(0, session.hangup)
+        elif isinstance(decision, Custom):
+            decision.action(None)  # type: ignore[arg-type]
+
+    def reinvite(self, leg: CallLeg, request: Request, txn: ServerTransaction) -> None:
+        """Session refresh: answer with our current SDP (hold/codec change come later)."""
+        session_id = self.registry.session_by_dialog(leg.key)
+        session = self.store.get(session_id) if session_id else None
+        if session is None or session.local_sdp is None:
+            self.dialogs.answer_reinvite(leg, txn, 481, b"")
+            return
+        self.dialogs.answer_reinvite(leg, txn, 200, session.local_sdp.to_bytes())
+
+    # -- InviteResponder -------------------------------------------------------------------
+    def accept_invite(self, invite: InviteDetails, *, offer: bool) -> UnifiedSession:
+        leg = invite.leg
+        assert isinstance(leg, CallLeg)
+        self._pending.pop(leg.key, None)
+        if self.media.ports.in_use >= self.media.ports.capacity:
+            self.dialogs.reject(leg, 503, "No Media Ports Free")
+            self.dialogs.release(leg)
+            raise CallStateError("every RTP port is in use; the call was answered 503")
+        request = invite.request
+        session = UnifiedSession(
+            self,
+            Role.UAS,
+            remote_uri=str(request.from_.uri),
+            local_uri=str(request.to.uri),
+        )
+        session.leg = leg
+        session.invite = invite
+        session.offer_to_application = offer
+        self.store.add(session)
+        self.registry.register_dialog(session.id, leg.key)
+        self.metrics.inc("sipd_calls_started_total", direction="incoming")
+        session.fire("IncomingCall")
+        return session
+
+    def reject_invite(self, invite: InviteDetails, code: int, reason: str | None) -> None:
+        leg = invite.leg
+        if not isinstance(leg, CallLeg):
+            return
+        self._pending.pop(leg.key, None)
+        self.dialogs.reject(leg, code, reason)
+        self.dialogs.release(leg)
+        self.metrics.inc("sipd_calls_total", outcome="rejected", direction="incoming")
+
+    def redirect_invite(self, invite: InviteDetails, target: str, code: int) -> None:
+        leg = invite.leg
+        if not isinstance(leg, CallLeg):
+            return
+        self._pending.pop(leg.key, None)
+        contact = str(NameAddr(parse_uri(target.strip("<>"), require_supported=False)))
+        self.dialogs.reject(leg, code, None, headers=[("Contact", contact)])
+        self.dialogs.release(leg)
+        self.metrics.inc("sipd_calls_total", outcome="redirected", direction="incoming")
+
+    # -- called by sessions ---------------------------------------------------------------------
+    def offer_incoming(self, session: UnifiedSession) -> None:
+        """Hand an accepted incoming call to the application."""
+        if self.on_incoming is not None:
+            self.on_incoming(session)
+        else:
+            # No application is listening for offered calls: answer at once.
+            self.clock.callLater(0, session.accept)
+
+    def session_ended(self, session: UnifiedSession) -> None:
+        """Release everything the session held (the Cleanup action)."""
+        if session.media is not None:
+            self.media.release(session.media)
+        if session.leg is not None:
+            self.dialogs.release(session.leg)
+        self.registry.remove_session(session.id)
+        self.store.remove(session.id)
+        outcome = _outcome(session)
+        direction = "outgoing" if session.role is Role.UAC else "incoming"
+        self.metrics.inc("sipd_calls_total", outcome=outcome, direction=direction)
+        for listener in list(self.on_session_end):
+            try:
+                listener(session)
+            except Exception:
+                _log.failure("session end listener failed")
+
+
+def _outcome(session: UnifiedSession) -> str:
+    from sipd.errors import CallCancelled, CallRejected, CallTimeout
+
+    failure = session.failure
+    if failure is None:
+        return "completed" if session.answered_at is not None else "ended"
+    if isinstance(failure, CallCancelled):
+        return "cancelled"
+    if isinstance(failure, CallRejected):
+        return "rejected"
+    if isinstance(failure, CallTimeout):
+        return "timeout"
+    return "failed"

@@ -1,0 +1,571 @@
+"""A call as the coordinator sees it: a state machine and its actions.
+
+:class:`UnifiedSession` implements the guards and actions that the state
+table names (``etc/state_table.yaml``); the table decides *when* each runs.
+Actions are small and synchronous: they start I/O through the dialog and
+media adapters, and what comes back arrives later as another event.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from sipd.errors import (
+    CallCancelled,
+    CallError,
+    CallFailed,
+    CallRejected,
+    CallStateError,
+    CallTimeout,
+    SdpError,
+    UnhandledEvent,
+)
+from sipd.sdp import (
+    PCMA,
+    PCMU,
+    TELEPHONE_EVENT,
+    Codec,
+    NegotiationResult,
+    SessionDescription,
+    build_offer,
+    negotiate_answer,
+    parse_sdp,
+    process_answer,
+)
+from sipd.session.machine import Event, SessionMachine, Transition
+from sipd.session.state_table import Role
+from sipd.sip.message import Response
+from sipd.sip.uri import Uri
+
+if TYPE_CHECKING:
+    from sipd.session.coordinator import UnifiedCoordinator
+    from sipd.session.dialog_adapter import CallLeg
+    from sipd.session.interceptor import InviteDetails
+    from sipd.session.media_adapter import MediaSession
+
+__all__ = ["GUARDS", "UnifiedSession"]
+
+_log = Logger()
+
+_CODECS = {"PCMU": PCMU, "PCMA": PCMA}
+
+
+class UnifiedSession:
+    """One call: its machine, its dialog leg, its media and its waiters."""
+
+    def __init__(
+        self,
+        coordinator: UnifiedCoordinator,
+        role: Role,
+        *,
+        remote_uri: str,
+        local_uri: str,
+        target: Uri | None = None,
+    ) -> None:
+        self.id = secrets.token_hex(8)
+        self.role = role
+        self.coordinator = coordinator
+        self.remote_uri = remote_uri
+        self.local_uri = local_uri
+        self.target = target
+        self.leg: CallLeg | None = None
+        self.media: MediaSession | None = None
+        self.invite: InviteDetails | None = None
+        self.local_sdp: SessionDescription | None = None
+        self.remote_sdp: SessionDescription | None = None
+        self.negotiation: NegotiationResult | None = None
+        self.failure: CallError | None = None
+        self.offer_to_application = True
+        self.extra_headers: list[tuple[str, str]] = []
+        self.created_at = coordinator.clock.seconds()
+        self.answered_at: float | None = None
+        self.ended_at: float | None = None
+        self._sdp_session_id = secrets.randbelow(2**31)
+        self._sdp_version = 1
+        self._ring_timer: IDelayedCall | None = None
+        self._hangup_pending = False
+        self._pending: tuple[str, NegotiationResult | SdpError] | None = None
+        self._answer_waiters: list[defer.Deferred[UnifiedSession]] = []
+        self._end_waiters: list[defer.Deferred[None]] = []
+        self._listeners: list[Callable[[UnifiedSession, Transition], None]] = []
+        # Waiter callbacks run after the machine settles, never mid-transition,
+        # so user code sees the final state and may drive the call again.
+        self._post: list[Callable[[], None]] = []
+        self._firing = False
+        self.machine: SessionMachine = coordinator.machine_factory(role).create(self)
+
+    def __repr__(self) -> str:
+        return f"<UnifiedSession {self.id} {self.role.value} {self.state}>"
+
+    # -- reading state ------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """The state-table state name (``Active``, ``Ringing``...)."""
+        return self.machine.state
+
+    @property
+    def history(self) -> list[Transition]:
+        """Every transition this session took, oldest first."""
+        return list(self.machine.history)
+
+    @property
+    def path(self) -> list[str]:
+        """The states visited, starting with the initial one."""
+        hist = self.machine.history
+        if not hist:
+            return [self.state]
+        return [hist[0].from_state, *(t.to_state for t in hist if not t.ignored)]
+
+    @property
+    def is_ended(self) -> bool:
+        return self.machine.is_final
+
+    @property
+    def call_id(self) -> str | None:
+        """The SIP Call-ID, once the INVITE exists."""
+        return self.leg.call_id if self.leg else None
+
+    @property
+    def dialog_id(self) -> str | None:
+        return self.leg.key if self.leg else None
+
+    @property
+    def duration(self) -> float:
+        """Seconds since answer (0 if never answered)."""
+        if self.answered_at is None:
+            return 0.0
+        end = self.ended_at if self.ended_at is not None else self.coordinator.clock.seconds()
+        return end - self.answered_at
+
+    def add_listener(self, listener: Callable[[UnifiedSession, Transition], None]) -> None:
+        """Call ``listener(session, transition)`` after every transition."""
+        self._listeners.append(listener)
+
+    # -- driving it ---------------------------------------------------------------
+    def fire(self, event: str, **data: object) -> None:
+        """Feed an event; events a state has no row for are logged and dropped.
+
+        Remote input can always arrive at an awkward moment (a BYE crossing
+        ours, a late ACK); the table lists the expected ones, anything else
+        must not break the call.
+        """
+        if self.machine.is_final:
+            return
+        if self._firing:
+            # Re-entered from a waiter or listener: queue behind the current event.
+            self._post.append(partial(self.fire, event, **data))
+            return
+        self._firing = True
+        before = len(self.machine.history)
+        try:
+            self.machine.fire(event, **data)
+        except UnhandledEvent as exc:
+            _log.info(
+                "call {session_id}: {event} ignored in state {state}: {exc}",
+                session_id=self.id,
+                event=event,
+                state=self.state,
+                exc=exc,
+            )
+        except Exception:
+            _log.failure(
+                "call {session_id}: action failed on {event}", session_id=self.id, event=event
+            )
+        finally:
+            self._firing = False
+        if self._listeners:
+            for transition in list(self.machine.history)[before:]:
+                for listener in list(self._listeners):
+                    listener(self, transition)
+        while self._post:
+            self._post.pop(0)()
+
+    def wait_for_answer(self) -> defer.Deferred[UnifiedSession]:
+        """Fires with the session when answered; fails with the reason otherwise."""
+        if self.answered_at is not None and self.failure is None:
+            return defer.succeed(self)
+        if self.failure is not None:
+            return defer.fail(self.failure)
+        if self.machine.is_final:
+            return defer.fail(CallFailed(f"call {self.id} ended before it was answered"))
+        d: defer.Deferred[UnifiedSession] = defer.Deferred()
+        self._answer_waiters.append(d)
+        return d
+
+    def wait_for_end(self) -> defer.Deferred[None]:
+        """Fires (with None) once the call has ended, however it ended."""
+        if self.machine.is_final:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._end_waiters.append(d)
+        return d
+
+    def hangup(self) -> defer.Deferred[None]:
+        """End the call (CANCEL, BYE or a decline, as the state requires)."""
+        if not self.machine.is_final:
+            self.fire("HangUp")
+        return self.wait_for_end()
+
+    def accept(self) -> defer.Deferred[UnifiedSession]:
+        """Answer an incoming call; fires with the session once the ACK arrives."""
+        if self.role is not Role.UAS:
+            return defer.fail(CallStateError("only an incoming call can be accepted"))
+        if self.state != "Incoming":
+            return defer.fail(
+                CallStateError(f"call {self.id} cannot be accepted in state {self.state}")
+            )
+        d = self.wait_for_answer()
+        self.fire("Accept")
+        return d
+
+    def reject(self, code: int = 486, reason: str | None = None) -> defer.Deferred[None]:
+        """Refuse an incoming call with a final status."""
+        if self.role is not Role.UAS or self.state != "Incoming":
+            return defer.fail(
+                CallStateError(f"call {self.id} cannot be rejected in state {self.state}")
+            )
+        if not 300 <= code <= 699:
+            return defer.fail(CallStateError(f"reject needs a 3xx-6xx status, not {code}"))
+        self.fire("Reject", code=code, reason=reason)
+        return self.wait_for_end()
+
+    # -- SessionHooks ---------------------------------------------------------------
+    def check_guard(self, name: str, event: Event) -> bool:
+        guard: Callable[[UnifiedSession, Event], bool] = GUARDS[name]
+        return guard(self, event)
+
+    def run_action(self, name: str, event: Event) -> None:
+        action: Callable[[UnifiedSession, Event], None] = ACTIONS[name]
+        action(self, event)
+
+    # -- helpers for actions ---------------------------------------------------------
+    @property
+    def _codecs(self) -> list[Codec]:
+        config = self.coordinator.config
+        codecs = [_CODECS[c.upper()] for c in config.codecs]
+        if config.dtmf:
+            codecs.append(TELEPHONE_EVENT)
+        return codecs
+
+    def _next_sdp_version(self) -> int:
+        self._sdp_version += 1
+        return self._sdp_version
+
+    def _evaluate_answer(self, event: Event) -> NegotiationResult | SdpError:
+        response = event.data.get("response")
+        if self._pending is not None and self._pending[0] == f"answer:{id(event)}":
+            return self._pending[1]
+        result: NegotiationResult | SdpError
+        try:
+            if not isinstance(response, Response) or not response.body:
+                raise SdpError("the 2xx carried no SDP answer")
+            assert self.local_sdp is not None
+            result = process_answer(self.local_sdp, parse_sdp(response.body))
+        except SdpError as exc:
+            result = exc
+        self._pending = (f"answer:{id(event)}", result)
+        return result
+
+    def _evaluate_offer(self, event: Event) -> NegotiationResult | SdpError:
+        if self._pending is not None and self._pending[0] == f"offer:{id(event)}":
+            return self._pending[1]
+        assert self.leg is not None and self.media is not None
+        body = self.leg.invite.body
+        result: NegotiationResult | SdpError
+        try:
+            if not body:
+                raise SdpError("INVITE without SDP offer (delayed offer) is not supported")
+            offer = parse_sdp(body)
+            self.remote_sdp = offer
+            result = negotiate_answer(
+                offer,
+                self.coordinator.config.contact_host,
+                self.media.port,
+                self._codecs,
+                session_id=self._sdp_session_id,
+                session_version=self._sdp_version,
+            )
+        except SdpError as exc:
+            result = exc
+        self._pending = (f"offer:{id(event)}", result)
+        return result
+
+    def _fail(self, error: CallError) -> None:
+        if self.failure is None:
+            self.failure = error
+        waiters, self._answer_waiters = self._answer_waiters, []
+        for d in waiters:
+            self._post.append(partial(d.errback, error))
+
+    def _stop_ring_timer(self) -> None:
+        if self._ring_timer is not None and self._ring_timer.active():
+            self._ring_timer.cancel()
+        self._ring_timer = None
+
+    def _on_ring_timeout(self) -> None:
+        self._ring_timer = None
+        self.fire("RingTimeout")
+
+
+def _int(value: object, default: int) -> int:
+    return value if isinstance(value, int) and value else default
+
+
+# -- guards ----------------------------------------------------------------------------
+def _guard_answer_acceptable(s: UnifiedSession, event: Event) -> bool:
+    return isinstance(s._evaluate_answer(event), NegotiationResult)
+
+
+def _guard_offer_acceptable(s: UnifiedSession, event: Event) -> bool:
+    return isinstance(s._evaluate_offer(event), NegotiationResult)
+
+
+def _guard_hangup_pending(s: UnifiedSession, event: Event) -> bool:
+    return s._hangup_pending
+
+
+GUARDS: dict[str, Callable[[UnifiedSession, Event], bool]] = {
+    "AnswerAcceptable": _guard_answer_acceptable,
+    "OfferAcceptable": _guard_offer_acceptable,
+    "HangupPending": _guard_hangup_pending,
+}
+
+
+# -- actions ---------------------------------------------------------------------------
+def _allocate_media(s: UnifiedSession, event: Event) -> None:
+    coordinator = s.coordinator
+    s.media = coordinator.media.allocate()
+    coordinator.registry.register_media(s.id, s.media.id)
+    if s.role is Role.UAC:
+        s.local_sdp = build_offer(
+            coordinator.config.contact_host,
+            s.media.port,
+            s._codecs,
+            session_id=s._sdp_session_id,
+            session_version=s._sdp_version,
+        )
+
+
+def _send_invite(s: UnifiedSession, event: Event) -> None:
+    assert s.target is not None and s.local_sdp is not None
+    coordinator = s.coordinator
+    try:
+        s.leg = coordinator.dialogs.invite(
+            s.target, s.local_sdp.to_bytes(), extra_headers=s.extra_headers
+        )
+    except CallError as exc:
+        s.machine.fire("InviteTimeout", status=503, reason=str(exc), error=exc)
+        return
+    coordinator.registry.register_dialog(s.id, s.leg.key)
+
+
+def _start_ring_timer(s: UnifiedSession, event: Event) -> None:
+    s._stop_ring_timer()
+    s._ring_timer = s.coordinator.clock.callLater(
+        s.coordinator.config.ring_timeout, s._on_ring_timeout
+    )
+
+
+def _stop_ring_timer(s: UnifiedSession, event: Event) -> None:
+    s._stop_ring_timer()
+
+
+def _notify_ringing(s: UnifiedSession, event: Event) -> None:
+    return None
+
+
+def _send_ack(s: UnifiedSession, event: Event) -> None:
+    if s.leg is not None:
+        s.coordinator.dialogs.send_ack(s.leg)
+
+
+def _apply_answer(s: UnifiedSession, event: Event) -> None:
+    result = s._evaluate_answer(event)
+    assert isinstance(result, NegotiationResult)
+    s.negotiation = result
+    response = event.data.get("response")
+    if isinstance(response, Response):
+        s.remote_sdp = parse_sdp(response.body)
+        contacts = response.contacts
+        if contacts:
+            s.remote_uri = str(response.to.uri)
+
+
+def _start_media(s: UnifiedSession, event: Event) -> None:
+    if s.media is not None and s.negotiation is not None:
+        s.coordinator.media.start(s.media, s.negotiation)
+
+
+def _stop_media(s: UnifiedSession, event: Event) -> None:
+    if s.media is not None:
+        s.coordinator.media.stop(s.media)
+
+
+def _notify_answered(s: UnifiedSession, event: Event) -> None:
+    s.answered_at = s.coordinator.clock.seconds()
+    waiters, s._answer_waiters = s._answer_waiters, []
+    for d in waiters:
+        s._post.append(partial(d.callback, s))
+
+
+def _failure_for(s: UnifiedSession, event: Event) -> CallError:
+    data = event.data
+    who = s.remote_uri
+    name = event.name
+    if name == "Rejected":
+        status = _int(data.get("status"), 0)
+        reason = str(data.get("reason") or "")
+        if status == 487:
+            return CallCancelled(f"call to {who} was cancelled: 487 {reason}".strip(), status=487)
+        return CallRejected(
+            f"call to {who} was rejected: {status} {reason}".strip(), status=status, reason=reason
+        )
+    if name == "InviteTimeout":
+        status = _int(data.get("status"), 408)
+        reason = str(data.get("reason") or "Request Timeout")
+        if status == 408:
+            return CallTimeout(
+                f"call to {who} got no response (408 {reason}); is the peer running and reachable?",
+                status=408,
+            )
+        return CallFailed(f"call to {who} failed: {status} {reason}", status=status, reason=reason)
+    if name == "RingTimeout":
+        timeout = s.coordinator.config.ring_timeout
+        if s.role is Role.UAS:
+            return CallTimeout(f"incoming call from {who} was not accepted within {timeout:g}s")
+        return CallTimeout(f"call to {who} was not answered within {timeout:g}s (ring_timeout)")
+    if name == "HangUp":
+        if s.role is Role.UAS:
+            return CallCancelled(
+                f"incoming call from {who} was declined before answering", status=603
+            )
+        return CallCancelled(f"call to {who} was cancelled before it was answered")
+    if name == "RemoteCancel":
+        return CallCancelled(f"{who} cancelled the call before it was answered")
+    if name == "Reject":
+        code = _int(data.get("code"), 486)
+        return CallRejected(f"incoming call from {who} was rejected with {code}", status=code)
+    if name == "Accept":
+        return CallFailed(
+            f"cannot answer {who}: {s._evaluate_offer(event)}; answered 488", status=488
+        )
+    if name == "Answered":
+        return CallFailed(
+            f"call to {who} answered with unusable SDP: {s._evaluate_answer(event)}", status=488
+        )
+    if name == "AckTimeout":
+        return CallFailed(f"{who} never acknowledged our 200 OK; the call was ended with BYE")
+    if name == "RemoteBye":
+        return CallFailed(f"{who} hung up before the call was established")
+    return CallFailed(f"call with {who} failed on {name}")
+
+
+def _notify_failed(s: UnifiedSession, event: Event) -> None:
+    s._fail(_failure_for(s, event))
+
+
+def _send_cancel(s: UnifiedSession, event: Event) -> None:
+    if s.leg is not None:
+        s.coordinator.dialogs.cancel(s.leg)
+
+
+def _send_bye(s: UnifiedSession, event: Event) -> None:
+    if s.leg is not None:
+        s.coordinator.dialogs.bye(s.leg)
+    else:
+        s.machine.fire("ByeCompleted", status=None)
+
+
+def _send_ringing(s: UnifiedSession, event: Event) -> None:
+    if s.leg is not None and s.coordinator.config.send_ringing:
+        s.coordinator.dialogs.ringing(s.leg)
+
+
+def _offer_to_application(s: UnifiedSession, event: Event) -> None:
+    if s.offer_to_application:
+        s.coordinator.offer_incoming(s)
+
+
+def _apply_offer(s: UnifiedSession, event: Event) -> None:
+    result = s._evaluate_offer(event)
+    assert isinstance(result, NegotiationResult)
+    s.negotiation = result
+    s.local_sdp = result.answer
+
+
+def _send_ok(s: UnifiedSession, event: Event) -> None:
+    assert s.leg is not None and s.local_sdp is not None
+    s.coordinator.dialogs.answer(s.leg, s.local_sdp.to_bytes())
+
+
+def _send_reject(s: UnifiedSession, event: Event) -> None:
+    if s.leg is None:
+        return
+    if event.name == "Reject":
+        code = _int(event.data.get("code"), 486)
+        reason = event.data.get("reason")
+        s.coordinator.dialogs.reject(s.leg, code, str(reason) if reason else None)
+    elif event.name == "RingTimeout":
+        s.coordinator.dialogs.reject(s.leg, 480)
+    else:
+        s.coordinator.dialogs.reject(s.leg, 603)
+
+
+def _send_not_acceptable(s: UnifiedSession, event: Event) -> None:
+    if s.leg is not None:
+        reason = s._evaluate_offer(event)
+        headers = [("Warning", f'399 sipd "{reason}"')] if isinstance(reason, SdpError) else []
+        s.coordinator.dialogs.reject(s.leg, 488, headers=headers)
+
+
+def _send_request_terminated(s: UnifiedSession, event: Event) -> None:
+    if s.leg is not None:
+        s.coordinator.dialogs.reject(s.leg, 487)
+
+
+def _set_hangup_pending(s: UnifiedSession, event: Event) -> None:
+    s._hangup_pending = True
+
+
+def _cleanup(s: UnifiedSession, event: Event) -> None:
+    s._stop_ring_timer()
+    s.ended_at = s.coordinator.clock.seconds()
+    s.coordinator.session_ended(s)
+    if s._answer_waiters:
+        s._fail(CallFailed(f"call with {s.remote_uri} ended"))
+    waiters, s._end_waiters = s._end_waiters, []
+    for d in waiters:
+        s._post.append(partial(d.callback, None))
+
+
+ACTIONS: dict[str, Callable[[UnifiedSession, Event], None]] = {
+    "AllocateMedia": _allocate_media,
+    "SendInvite": _send_invite,
+    "StartRingTimer": _start_ring_timer,
+    "StopRingTimer": _stop_ring_timer,
+    "NotifyRinging": _notify_ringing,
+    "SendAck": _send_ack,
+    "ApplyAnswer": _apply_answer,
+    "StartMedia": _start_media,
+    "StopMedia": _stop_media,
+    "NotifyAnswered": _notify_answered,
+    "NotifyFailed": _notify_failed,
+    "SendCancel": _send_cancel,
+    "SendBye": _send_bye,
+    "SendRinging": _send_ringing,
+    "OfferToApplication": _offer_to_application,
+    "ApplyOffer": _apply_offer,
+    "SendOk": _send_ok,
+    "SendReject": _send_reject,
+    "SendNotAcceptable": _send_not_acceptable,
+    "SendRequestTerminated": _send_request_terminated,
+    "SetHangupPending": _set_hangup_pending,
+    "Cleanup": _cleanup,
+}
