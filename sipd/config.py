@@ -59,6 +59,11 @@ class SipdConfig:
     user_agent: str = "sipd/0.1"
     #: Send 180 Ringing as soon as an incoming call is offered to the application.
     send_ringing: bool = True
+    #: Jitter buffer depth in 20 ms packets (reordering tolerated).
+    jitter_depth: int = 3
+    #: Keep sending silence when no audio is queued (peers and NATs expect a
+    #: steady stream); False pauses and resumes with the marker bit.
+    silence_when_idle: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -83,6 +88,8 @@ class SipdConfig:
         unknown = [c for c in self.codecs if c.upper() not in ("PCMU", "PCMA")]
         if unknown or not self.codecs:
             raise ConfigError(f"codecs: {unknown or self.codecs} — supported codecs are PCMU, PCMA")
+        if not isinstance(self.jitter_depth, int) or not 1 <= self.jitter_depth <= 50:
+            raise ConfigError(f"jitter_depth: {self.jitter_depth!r} must be 1-50 packets")
         if not 300 <= self.defer_status <= 699:
             raise ConfigError(f"defer_status: {self.defer_status} must be a final status 300-699")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,7 @@ from twisted.internet import defer
 
 from sipd.api.types import CallDirection, CallId, CallState, call_state_for
 from sipd.errors import CallError
+from sipd.media.frame import AudioFrame
 from sipd.session.session import UnifiedSession
 from sipd.sip.headers import Headers
 
@@ -90,6 +92,59 @@ class Call:
     def hangup(self) -> defer.Deferred[None]:
         """End the call: BYE if answered, CANCEL if still ringing. Fires when ended."""
         return self.session.hangup()
+
+    # -- audio -----------------------------------------------------------------------
+    def send_audio(self, frame: AudioFrame) -> defer.Deferred[None]:
+        """Queue ``frame`` for sending on the 20 ms clock; fires when it is on the wire.
+
+        Awaiting each call paces the sender in real time. Frames of any
+        length and sample rate are accepted (converted to 8 kHz).
+        """
+        return self.session.send_audio(frame)
+
+    def recv_audio(self) -> defer.Deferred[AudioFrame | None]:
+        """The next received :class:`AudioFrame`, or None once the call has ended."""
+        return self.session.recv_audio()
+
+    def try_recv_audio(self) -> AudioFrame | None:
+        """A received frame if one is waiting, else None (never waits)."""
+        return self.session.try_recv_audio()
+
+    def play_wav(self, path: str | os.PathLike[str]) -> defer.Deferred[None]:
+        """Send a WAV file (any rate or channel count is converted); fires when sent.
+
+        Fails with :class:`~sipd.errors.WavFormatError` naming the file if it
+        is not a WAV file.
+        """
+        return self.session.play_wav(path)
+
+    def record_wav(self, path: str | os.PathLike[str]) -> defer.Deferred[None]:
+        """Record what this call receives into ``path``; fires when the file is final.
+
+        The file is finalised when the call ends, so do not await this before
+        hanging up: keep the Deferred and await it after.
+        """
+        return self.session.record_wav(path)
+
+    def send_dtmf(self, digits: str) -> defer.Deferred[None]:
+        """Send RFC 4733 DTMF digits (``0-9 * # A-D``); fires when all are sent."""
+        return self.session.send_dtmf(digits)
+
+    def on_dtmf(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(digit)`` for each DTMF digit received."""
+        self.session.on_dtmf(callback)
+
+    def recv_dtmf(self) -> defer.Deferred[str | None]:
+        """The next received DTMF digit, or None once the call has ended."""
+        return self.session.recv_dtmf()
+
+    def try_recv_dtmf(self) -> str | None:
+        """A received digit if one is waiting, else None."""
+        return self.session.try_recv_dtmf()
+
+    def stats(self) -> dict[str, object]:
+        """Media statistics: packets sent/received, loss, jitter, RTT, codec."""
+        return self.session.stats()
 
 
 class IncomingCall:

@@ -82,7 +82,7 @@ class UnifiedCoordinator:
         }
         self.store = SessionStore()
         self.registry = SessionRegistry()
-        self.media = MediaAdapter(config)
+        self.media = MediaAdapter(config, reactor)
         self.transport = SipDatagramProtocol(self.clock, self.metrics)
         self.dialogs = DialogAdapter(config, self.clock, self.transport.send, self.metrics)
         self.interceptor = SignalingInterceptor(

@@ -1,64 +1,220 @@
-"""The media side of a session: RTP ports now, the RTP stream once negotiated.
+"""The media side of a session: RTP/RTCP sockets, the stream, and its readers.
 
-The :class:`MediaAdapter` owns the port allocator and one
-:class:`MediaSession` per call. Sessions reach their media only through the
-adapter and the registry's media id, so the media layer never holds a
-reference to a session.
+The :class:`MediaAdapter` owns the port allocator, the process's media clock
+and one :class:`MediaSession` per call. A media session binds its RTP/RTCP
+ports when the call is set up (so the port in our SDP is really ours), starts
+its :class:`~sipd.media.stream.MediaStream` once SDP is negotiated, and fans
+received audio out to the call's queue, subscribers and recorders. Sessions
+reach their media only through the adapter and the registry's media id.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
 
 from sipd.config import SipdConfig
-from sipd.media.ports import PortAllocator
+from sipd.media.fanout import AudioSubscription, DigitQueue, WavRecorder
+from sipd.media.frame import AudioFrame
+from sipd.media.ports import PortAllocator, PortsExhausted
+from sipd.media.protocol import MediaClock, RtcpProtocol, RtpProtocol
+from sipd.media.stream import MediaStream, StreamStats
+from sipd.media.wav import read_wav
 from sipd.sdp import NegotiationResult
 
 __all__ = ["MediaAdapter", "MediaSession"]
 
+_log = Logger()
+_BIND_ATTEMPTS = 16
+
 
 class MediaSession:
-    """One call's media: its local port and, once negotiated, the remote side."""
+    """One call's media: sockets, stream, and everything that reads from it."""
 
-    __slots__ = ("id", "negotiation", "port", "running")
-
-    def __init__(self, media_id: str, port: int) -> None:
+    def __init__(self, adapter: MediaAdapter, media_id: str, port: int) -> None:
+        self.adapter = adapter
         self.id = media_id
         self.port = port
         self.negotiation: NegotiationResult | None = None
+        self.rtp = RtpProtocol()
+        self.rtcp = RtcpProtocol()
+        self.listening: list[IListeningPort] = []
+        config = adapter.config
+        self.stream = MediaStream(
+            codec="PCMU",
+            payload_type=0,
+            remote=None,
+            send_rtp=self.rtp.send,
+            send_rtcp=self.rtcp.send,
+            now=adapter.clock.seconds,
+            jitter_depth=config.jitter_depth,
+            silence_when_idle=config.silence_when_idle,
+            cname=f"{config.name}@{config.contact_host}",
+        )
+        self.queue = AudioSubscription()
+        self.subscribers: list[AudioSubscription] = [self.queue]
+        self.recorders: list[WavRecorder] = []
+        self.digits = DigitQueue()
+        self.dtmf_callbacks: list[Callable[[str], None]] = []
+        self.stream.frame_listeners.append(self._frame)
+        self.stream.dtmf_listeners.append(self._digit)
         self.running = False
+        self.ended = False
 
     def __repr__(self) -> str:
         return f"<MediaSession {self.id} port={self.port} running={self.running}>"
+
+    # -- fan-out ---------------------------------------------------------------------
+    def _frame(self, frame: AudioFrame) -> None:
+        for sub in self.subscribers:
+            sub.push(frame)
+        for recorder in self.recorders:
+            recorder.write(frame)
+
+    def _digit(self, digit: str) -> None:
+        self.digits.push(digit)
+        for callback in list(self.dtmf_callbacks):
+            try:
+                callback(digit)
+            except Exception:
+                _log.failure("on_dtmf callback failed for digit {digit}", digit=digit)
+
+    def subscribe(self) -> AudioSubscription:
+        """A new independent stream of received frames."""
+        sub = AudioSubscription()
+        if self.ended:
+            sub.end()
+        else:
+            self.subscribers.append(sub)
+        return sub
+
+    def record(self, path: str | os.PathLike[str]) -> defer.Deferred[None]:
+        """Record received audio to ``path`` until the call ends."""
+        recorder = WavRecorder(path)
+        if self.ended:
+            recorder.close()
+        else:
+            self.recorders.append(recorder)
+        return recorder.done
+
+    def play(self, path: str | os.PathLike[str]) -> defer.Deferred[None]:
+        """Queue a WAV file's audio; fires when its last frame is sent."""
+        try:
+            samples = read_wav(path)
+        except Exception:
+            return defer.fail()
+        if len(samples) == 0:
+            return defer.succeed(None)
+        return self.stream.queue_audio(AudioFrame(samples))
+
+    def stats(self) -> StreamStats:
+        return self.stream.current_stats()
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self, negotiation: NegotiationResult) -> None:
+        """Begin sending and receiving with the negotiated codec and address."""
+        self.negotiation = negotiation
+        codec = negotiation.codec
+        stream = self.stream
+        if codec is not None:
+            stream.codec = codec.name.upper()
+            stream.payload_type = codec.payload_type
+            stream.sender.payload_type = codec.payload_type
+        stream.dtmf_payload_type = negotiation.telephone_event_pt
+        if negotiation.telephone_event_pt is not None:
+            stream.dtmf_sender.payload_type = negotiation.telephone_event_pt
+        if negotiation.remote_address and negotiation.remote_port:
+            host = negotiation.remote_address
+            if host in ("0.0.0.0", "::"):
+                stream.remote = None  # old-style hold: nowhere to send
+            else:
+                stream.remote = (host, negotiation.remote_port)
+                stream.remote_rtcp = (host, negotiation.remote_port + 1)
+        direction = negotiation.direction
+        stream.sending = direction.sends if direction is not None else True
+        stream.receiving = direction.receives if direction is not None else True
+        self.rtp.stream = stream
+        self.rtcp.stream = stream
+        if not self.running:
+            self.running = True
+            self.adapter.clock_loop.add(stream)
+
+    def stop(self) -> None:
+        """Stop media: RTCP BYE, deliver buffered audio, end every reader."""
+        if self.ended:
+            return
+        self.ended = True
+        stream = self.stream
+        if self.running:
+            self.running = False
+            self.adapter.clock_loop.remove(stream)
+            stream.rtcp_report(bye=True)
+        stream.close()
+        self.rtp.stream = self.rtcp.stream = None
+        for sub in self.subscribers:
+            sub.end()
+        for recorder in self.recorders:
+            recorder.close()
+        self.recorders.clear()
+        self.digits.end()
 
 
 class MediaAdapter:
     """Allocates, starts, stops and releases media sessions."""
 
-    def __init__(self, config: SipdConfig) -> None:
+    def __init__(self, config: SipdConfig, reactor: Any) -> None:
         self.config = config
+        self.reactor = reactor
+        self.clock = reactor
         self.ports = PortAllocator(config.media_port_min, config.media_port_max)
+        self.clock_loop = MediaClock(reactor)
         self.sessions: dict[str, MediaSession] = {}
 
     def allocate(self) -> MediaSession:
-        """Reserve an RTP/RTCP port pair for a new call."""
-        port = self.ports.allocate()
-        media = MediaSession(secrets.token_hex(8), port)
-        self.sessions[media.id] = media
-        return media
+        """Bind an RTP/RTCP port pair for a new call."""
+        busy: set[int] = set()
+        for _ in range(_BIND_ATTEMPTS):
+            port = self.ports.allocate(busy)
+            media = MediaSession(self, secrets.token_hex(8), port)
+            try:
+                self._bind(media)
+            except CannotListenError:
+                self.ports.release(port)
+                busy.add(port)
+                for listening in media.listening:
+                    listening.stopListening()
+                continue
+            self.sessions[media.id] = media
+            return media
+        raise PortsExhausted(
+            f"could not bind an RTP/RTCP port pair in {self.ports.low}-{self.ports.high} "
+            f"after {_BIND_ATTEMPTS} tries (ports busy: {sorted(busy)})"
+        )
+
+    def _bind(self, media: MediaSession) -> None:
+        host = self.config.host
+        media.listening.append(self.reactor.listenUDP(media.port, media.rtp, interface=host))
+        media.listening.append(self.reactor.listenUDP(media.port + 1, media.rtcp, interface=host))
 
     def start(self, media: MediaSession, negotiation: NegotiationResult) -> None:
-        """Begin media with the negotiated codec and remote address."""
-        media.negotiation = negotiation
-        media.running = True
+        media.start(negotiation)
 
     def stop(self, media: MediaSession) -> None:
-        """Stop sending and receiving (the port stays reserved until release)."""
-        media.running = False
+        media.stop()
 
     def release(self, media: MediaSession) -> None:
-        """Stop and give the port back."""
-        self.stop(media)
+        """Stop, unbind and give the port back."""
+        media.stop()
+        for listening in media.listening:
+            listening.stopListening()
+        media.listening.clear()
         self.ports.release(media.port)
         self.sessions.pop(media.id, None)
 

@@ -8,6 +8,7 @@ media adapters, and what comes back arrives later as another event.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable
 from functools import partial
@@ -45,6 +46,8 @@ from sipd.sip.message import Response
 from sipd.sip.uri import Uri
 
 if TYPE_CHECKING:
+    from sipd.media.fanout import AudioSubscription
+    from sipd.media.frame import AudioFrame
     from sipd.session.coordinator import UnifiedCoordinator
     from sipd.session.dialog_adapter import CallLeg
     from sipd.session.interceptor import InviteDetails
@@ -235,6 +238,78 @@ class UnifiedSession:
             return defer.fail(CallStateError(f"reject needs a 3xx-6xx status, not {code}"))
         self.fire("Reject", code=code, reason=reason)
         return self.wait_for_end()
+
+    # -- media ---------------------------------------------------------------------
+    def _media_session(self) -> MediaSession:
+        if self.media is None:
+            raise CallStateError(f"call {self.id} has no media (it failed before media was set up)")
+        return self.media
+
+    def send_audio(self, frame: AudioFrame) -> defer.Deferred[None]:
+        """Queue a frame for the 20 ms clock; fires when it is on the wire."""
+        try:
+            return self._media_session().stream.queue_audio(frame)
+        except CallStateError:
+            return defer.fail()
+
+    def recv_audio(self) -> defer.Deferred[AudioFrame | None]:
+        """The next received frame; None once the call has ended."""
+        if self.media is None:
+            return defer.succeed(None)
+        return self.media.queue.get()
+
+    def try_recv_audio(self) -> AudioFrame | None:
+        """A received frame if one is waiting, else None."""
+        return self.media.queue.try_get() if self.media is not None else None
+
+    def subscribe_to_audio(self) -> AudioSubscription:
+        """An independent stream of this call's received frames (``get()`` / ``try_get()``)."""
+        return self._media_session().subscribe()
+
+    def send_dtmf(self, digits: str) -> defer.Deferred[None]:
+        """Send RFC 4733 digits (0-9 * # A-D); fires when the last one is sent."""
+        try:
+            return self._media_session().stream.queue_dtmf(digits)
+        except CallStateError:
+            return defer.fail()
+
+    def on_dtmf(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(digit)`` for every digit received."""
+        self._media_session().dtmf_callbacks.append(callback)
+
+    def recv_dtmf(self) -> defer.Deferred[str | None]:
+        """The next received digit; None once the call has ended."""
+        if self.media is None:
+            return defer.succeed(None)
+        return self.media.digits.get()
+
+    def try_recv_dtmf(self) -> str | None:
+        return self.media.digits.try_get() if self.media is not None else None
+
+    def play_wav(self, path: str | os.PathLike[str]) -> defer.Deferred[None]:
+        """Send a WAV file's audio (converted to 8 kHz mono); fires when sent."""
+        try:
+            return self._media_session().play(path)
+        except CallStateError:
+            return defer.fail()
+
+    def record_wav(self, path: str | os.PathLike[str]) -> defer.Deferred[None]:
+        """Record what the call receives to ``path``; fires when the file is final."""
+        try:
+            return self._media_session().record(path)
+        except Exception:
+            return defer.fail()
+
+    def stats(self) -> dict[str, object]:
+        """Media statistics: packets, loss, jitter, RTT, codec."""
+        if self.media is None:
+            return {}
+        result: dict[str, object] = dict(self.media.stats().as_dict())
+        negotiation = self.media.negotiation
+        result["codec"] = negotiation.codec.name if negotiation and negotiation.codec else None
+        result["local_port"] = self.media.port
+        result["remote"] = self.media.stream.remote
+        return result
 
     # -- SessionHooks ---------------------------------------------------------------
     def check_guard(self, name: str, event: Event) -> bool:

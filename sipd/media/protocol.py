@@ -1,0 +1,119 @@
+"""RTP and RTCP on Twisted ``DatagramProtocol``\\ s, and the shared media clock.
+
+Each call binds an even RTP port and the odd RTCP port above it; both hand
+datagrams to the call's :class:`~sipd.media.stream.MediaStream`. One
+:class:`MediaClock` (a single ``LoopingCall`` at 20 ms) paces every stream of
+the process: one timer for all calls scales better than one per call, and
+when the reactor is late the clock catches up by ticking each stream as many
+times as slots were missed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import task
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from sipd.media.stream import Addr, MediaStream
+
+__all__ = ["MediaClock", "RtcpProtocol", "RtpProtocol"]
+
+_log = Logger()
+
+#: Slots between RTCP reports (5 s at 20 ms, RFC 3550 §6.2 minimum interval).
+RTCP_EVERY = 250
+#: At most this many missed slots are caught up at once (then the clock slips).
+MAX_CATCH_UP = 10
+
+
+class RtpProtocol(DatagramProtocol):
+    """The RTP socket of one call."""
+
+    def __init__(self) -> None:
+        self.stream: MediaStream | None = None
+        self.received_early = 0
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        stream = self.stream
+        if stream is None:
+            self.received_early += 1
+            return
+        try:
+            stream.rtp_received(data, (addr[0], addr[1]))
+        except Exception:  # remote input must never reach the reactor
+            _log.failure("RTP packet from {addr} broke the media stream", addr=addr)
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        if self.transport is not None:
+            self.transport.write(data, addr)
+
+
+class RtcpProtocol(DatagramProtocol):
+    """The RTCP socket of one call (RTP port + 1)."""
+
+    def __init__(self) -> None:
+        self.stream: MediaStream | None = None
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        stream = self.stream
+        if stream is None:
+            return
+        try:
+            stream.rtcp_received(data, (addr[0], addr[1]))
+        except Exception:
+            _log.failure("RTCP packet from {addr} broke the media stream", addr=addr)
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        if self.transport is not None:
+            self.transport.write(data, addr)
+
+
+class MediaClock:
+    """Ticks every registered stream every 20 ms from one ``LoopingCall``."""
+
+    def __init__(self, clock: IReactorTime, interval: float = 0.02) -> None:
+        self._clock = clock
+        self.interval = interval
+        self._streams: dict[MediaStream, int] = {}
+        self._loop: task.LoopingCall | None = None
+        self.slots = 0
+        self.late_slots = 0
+
+    def add(self, stream: MediaStream) -> None:
+        """Start pacing ``stream`` (RTCP reports staggered by arrival order)."""
+        self._streams[stream] = self.slots % RTCP_EVERY
+        if self._loop is None:
+            loop = task.LoopingCall.withCount(self._tick)
+            loop.clock = self._clock
+            self._loop = loop
+            loop.start(self.interval, now=False).addErrback(
+                lambda f: _log.failure("media clock stopped", f)
+            )
+
+    def remove(self, stream: MediaStream) -> None:
+        """Stop pacing ``stream``; the loop stops with the last stream."""
+        self._streams.pop(stream, None)
+        if not self._streams and self._loop is not None:
+            loop, self._loop = self._loop, None
+            if loop.running:
+                loop.stop()
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def _tick(self, count: int) -> None:
+        if count > 1:
+            self.late_slots += count - 1
+        for _ in range(min(count, MAX_CATCH_UP)):
+            self.slots += 1
+            phase = self.slots % RTCP_EVERY
+            for stream, offset in list(self._streams.items()):
+                try:
+                    stream.tick()
+                    if phase == offset:
+                        stream.rtcp_report()
+                except Exception:
+                    _log.failure("media stream tick failed")

@@ -1,0 +1,418 @@
+"""One call's RTP stream: paced sending, symmetric RTP, jitter buffer, RTCP.
+
+:class:`MediaStream` holds no socket and no timer. The media clock calls
+:meth:`MediaStream.tick` every 20 ms, the RTP and RTCP protocols hand it
+datagrams, and it sends through the two callables it was given. That keeps
+every rule here (pacing, silence, marker bits, DTMF interleaving, latching,
+loss and jitter statistics) testable without a reactor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from sipd.errors import CallStateError, RtpParseError
+from sipd.media import g711
+from sipd.media.dtmf import DtmfReceiver, DtmfSender
+from sipd.media.frame import FRAME_SAMPLES, SAMPLE_RATE, AudioFrame
+from sipd.media.jitter import JitterBuffer
+from sipd.media.rtcp import (
+    Bye,
+    ReceiverReport,
+    ReceptionStats,
+    ReportBlock,
+    RtcpPacket,
+    SenderReport,
+    SourceDescription,
+    build_compound,
+    ntp_from_unix,
+    parse_compound,
+    round_trip_time,
+)
+from sipd.media.rtp import RtpPacket, RtpSender, is_rtcp
+from sipd.media.wav import resample
+
+__all__ = ["Addr", "MediaStream", "StreamStats"]
+
+Addr = tuple[str, int]
+_log = Logger()
+_SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+
+@dataclass(slots=True)
+class StreamStats:
+    """Counters of one stream (also what ``call.stats()`` reports)."""
+
+    packets_sent: int = 0
+    octets_sent: int = 0
+    packets_received: int = 0
+    octets_received: int = 0
+    packets_lost: int = 0
+    fraction_lost: float = 0.0
+    jitter_ms: float = 0.0
+    rtt_ms: float | None = None
+    remote_fraction_lost: float | None = None
+    remote_jitter_ms: float | None = None
+    dropped_foreign: int = 0
+    dropped_malformed: int = 0
+    dropped_payload_type: int = 0
+    duplicates: int = 0
+    late: int = 0
+    latched: int = 0
+    dtmf_received: int = 0
+    recv_queue_overflow: int = 0
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class MediaStream:
+    """The sans-I/O media of one call."""
+
+    def __init__(
+        self,
+        *,
+        codec: str,
+        payload_type: int,
+        remote: Addr | None,
+        send_rtp: Callable[[bytes, Addr], None],
+        send_rtcp: Callable[[bytes, Addr], None],
+        now: Callable[[], float],
+        dtmf_payload_type: int | None = None,
+        jitter_depth: int = 3,
+        silence_when_idle: bool = True,
+        cname: str = "sipd",
+    ) -> None:
+        self.codec = codec.upper()
+        self.payload_type = payload_type
+        self.remote = remote
+        self.remote_rtcp: Addr | None = (remote[0], remote[1] + 1) if remote else None
+        self._send_rtp = send_rtp
+        self._send_rtcp = send_rtcp
+        self._now = now
+        self.dtmf_payload_type = dtmf_payload_type
+        self.silence_when_idle = silence_when_idle
+        self.cname = cname
+        self.sender = RtpSender(payload_type)
+        self.dtmf_sender = DtmfSender(self.sender, payload_type=dtmf_payload_type or 101)
+        self.dtmf_receiver = DtmfReceiver()
+        self.jitter = JitterBuffer(depth=jitter_depth)
+        self.reception: ReceptionStats | None = None
+        self.remote_ssrc: int | None = None
+        self.stats = StreamStats()
+        #: Sending allowed (False while the call is on hold or inactive).
+        self.sending = True
+        self.receiving = True
+        self.closed = False
+        self._queue: deque[tuple[NDArray[np.int16], defer.Deferred[None] | None]] = deque()
+        self._offset = 0
+        self._dtmf_waiters: deque[tuple[int, defer.Deferred[None]]] = deque()
+        self._dtmf_ticks_done = 0
+        self._dtmf_ticks_queued = 0
+        self._paused_samples = 0
+        self._paused = False
+        self._fire_after_send: list[defer.Deferred[None]] = []
+        self.frame_listeners: list[Callable[[AudioFrame], None]] = []
+        self.dtmf_listeners: list[Callable[[str], None]] = []
+
+    # -- sending ----------------------------------------------------------------------
+    def queue_audio(self, frame: AudioFrame) -> defer.Deferred[None]:
+        """Queue a frame; the Deferred fires when its last sample is on the wire."""
+        if self.closed:
+            return defer.fail(CallStateError("the call has ended; audio can no longer be sent"))
+        samples = frame.samples
+        if frame.sample_rate != SAMPLE_RATE:
+            samples = np.clip(
+                np.round(resample(samples, frame.sample_rate, SAMPLE_RATE)), -32768, 32767
+            ).astype(np.int16)
+        d: defer.Deferred[None] = defer.Deferred()
+        if len(samples) == 0:
+            d.callback(None)
+            return d
+        self._queue.append((samples, d))
+        return d
+
+    @property
+    def queued_samples(self) -> int:
+        """Samples waiting to be sent."""
+        return sum(len(s) for s, _ in self._queue) - self._offset
+
+    def queue_dtmf(self, digits: str) -> defer.Deferred[None]:
+        """Queue RFC 4733 digits; fires once the last end packet is sent."""
+        if self.closed:
+            return defer.fail(CallStateError("the call has ended; DTMF can no longer be sent"))
+        if self.dtmf_payload_type is None:
+            return defer.fail(
+                CallStateError("the peer did not negotiate telephone-event; DTMF cannot be sent")
+            )
+        try:
+            self.dtmf_sender.send(digits)
+        except Exception:
+            return defer.fail()
+        d: defer.Deferred[None] = defer.Deferred()
+        # Each digit takes tone + gap ticks; fire when that many DTMF ticks ran.
+        per_digit = self.dtmf_sender.tone_ticks + self.dtmf_sender.gap_ticks
+        self._dtmf_ticks_queued += per_digit * len(digits)
+        self._dtmf_waiters.append((self._dtmf_ticks_queued, d))
+        return d
+
+    def _next_samples(self) -> NDArray[np.int16] | None:
+        """Take 160 samples from the queue (padding the tail), firing finished frames."""
+        if not self._queue:
+            return None
+        out = np.empty(FRAME_SAMPLES, dtype=np.int16)
+        filled = 0
+        done: list[defer.Deferred[None]] = []
+        while filled < FRAME_SAMPLES and self._queue:
+            samples, d = self._queue[0]
+            take = min(FRAME_SAMPLES - filled, len(samples) - self._offset)
+            out[filled : filled + take] = samples[self._offset : self._offset + take]
+            filled += take
+            self._offset += take
+            if self._offset >= len(samples):
+                self._queue.popleft()
+                self._offset = 0
+                if d is not None:
+                    done.append(d)
+        if filled < FRAME_SAMPLES:
+            out[filled:] = 0
+        self._fire_after_send = done
+        return out
+
+    def tick(self) -> None:
+        """One 20 ms slot: a DTMF packet, a queued frame, silence, or nothing."""
+        if self.closed:
+            return
+        remote = self.remote
+        if remote is None or not self.sending:
+            self._drop_slot()
+            return
+        if self.dtmf_sender.busy:
+            packets = self.dtmf_sender.tick()
+            self._dtmf_ticks_done += 1
+            if packets is not None:
+                for packet in packets:
+                    self._transmit(bytes(packet), remote, len(packet.payload))
+                self._settle_dtmf()
+                return
+            self._settle_dtmf()
+        self._fire_after_send = []
+        samples = self._next_samples()
+        if samples is None:
+            if not self.silence_when_idle:
+                self._paused = True
+                self._paused_samples += FRAME_SAMPLES
+                return
+            samples = _SILENCE
+        if self._paused:
+            self._paused = False
+            self.sender.resume(self._paused_samples)
+            self._paused_samples = 0
+        payload = g711.encode(self.codec, samples)
+        packet = self.sender.packetize(payload, FRAME_SAMPLES)
+        self._transmit(bytes(packet), remote, len(payload))
+        for d in self._fire_after_send:
+            d.callback(None)
+        self._fire_after_send = []
+
+    def _drop_slot(self) -> None:
+        # On hold (or no remote yet): the clock runs on; queued audio is
+        # consumed in real time so send_audio callers are not stuck.
+        self._fire_after_send = []
+        if self._next_samples() is not None:
+            for d in self._fire_after_send:
+                d.callback(None)
+        self._fire_after_send = []
+        self.sender.advance(FRAME_SAMPLES)
+        self._paused = True
+
+    def _settle_dtmf(self) -> None:
+        while self._dtmf_waiters and self._dtmf_ticks_done >= self._dtmf_waiters[0][0]:
+            self._dtmf_waiters.popleft()[1].callback(None)
+        if not self.dtmf_sender.busy and not self._dtmf_waiters:
+            self._dtmf_ticks_done = self._dtmf_ticks_queued = 0
+
+    def _transmit(self, data: bytes, dest: Addr, payload_len: int) -> None:
+        try:
+            self._send_rtp(data, dest)
+        except OSError as exc:
+            _log.debug("RTP send to {dest} failed: {exc}", dest=dest, exc=exc)
+            return
+        self.stats.packets_sent += 1
+        self.stats.octets_sent += payload_len
+
+    # -- receiving ----------------------------------------------------------------------
+    def rtp_received(self, data: bytes, source: Addr) -> None:
+        """One datagram on the RTP port (RTCP muxed on it is handled too)."""
+        if self.closed:
+            return
+        if len(data) >= 2 and is_rtcp(data):
+            self.rtcp_received(data, source)
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpParseError:
+            self.stats.dropped_malformed += 1
+            return
+        if not self._accept_source(packet.ssrc, source):
+            self.stats.dropped_foreign += 1
+            return
+        stats = self.stats
+        stats.packets_received += 1
+        stats.octets_received += len(packet.payload)
+        reception = self.reception
+        if reception is None or reception.ssrc != packet.ssrc:
+            reception = self.reception = ReceptionStats(packet.ssrc)
+        reception.update(packet.sequence, packet.timestamp, self._now())
+        pt = packet.payload_type
+        if pt == self.dtmf_payload_type and pt is not None:
+            self._dtmf_packet(packet)
+            # An empty payload keeps the sequence space whole for the audio
+            # jitter buffer; it is skipped on delivery.
+            payload = b""
+        elif pt == self.payload_type:
+            payload = packet.payload
+        else:
+            stats.dropped_payload_type += 1
+            payload = b""
+        for item in self.jitter.push(packet.sequence, packet.timestamp, payload):
+            self._deliver(item.sequence, item.timestamp, item.payload)
+
+    def _accept_source(self, ssrc: int, source: Addr) -> bool:
+        """Symmetric RTP: latch to the first SSRC's source; refuse other SSRCs."""
+        if self.remote_ssrc is None:
+            self.remote_ssrc = ssrc
+            if source != self.remote:
+                self._latch(source)
+            return True
+        if ssrc == self.remote_ssrc:
+            if source != self.remote:
+                self._latch(source)
+            return True
+        if source == self.remote:
+            # The peer restarted its stream with a new SSRC.
+            self.remote_ssrc = ssrc
+            self.jitter.flush()
+            return True
+        return False
+
+    def _latch(self, source: Addr) -> None:
+        self.stats.latched += 1
+        self.remote = source
+        self.remote_rtcp = (source[0], source[1] + 1)
+
+    def _dtmf_packet(self, packet: RtpPacket) -> None:
+        try:
+            digit = self.dtmf_receiver.receive(packet)
+        except Exception:
+            self.stats.dropped_malformed += 1
+            return
+        if digit is not None:
+            self.stats.dtmf_received += 1
+            for listener in list(self.dtmf_listeners):
+                listener(digit)
+
+    def _deliver(self, sequence: int, timestamp: int, payload: bytes) -> None:
+        if not payload:
+            return
+        if not self.receiving:
+            return
+        samples = g711.decode(self.codec, payload)
+        frame = AudioFrame(samples, SAMPLE_RATE, timestamp, sequence)
+        for listener in self.frame_listeners:
+            listener(frame)
+
+    # -- RTCP -----------------------------------------------------------------------------
+    def rtcp_received(self, data: bytes, source: Addr) -> None:
+        """A compound RTCP packet: SR timing, report blocks about our stream, BYE."""
+        try:
+            packets = parse_compound(data)
+        except Exception:
+            self.stats.dropped_malformed += 1
+            return
+        now = self._now()
+        for packet in packets:
+            if isinstance(packet, SenderReport):
+                if self.reception is not None and packet.ssrc == self.reception.ssrc:
+                    self.reception.on_sender_report(packet.ntp_timestamp, now)
+                blocks = packet.reports
+            elif isinstance(packet, ReceiverReport):
+                blocks = packet.reports
+            else:
+                continue
+            for block in blocks:
+                if block.ssrc != self.sender.ssrc:
+                    continue
+                self.stats.remote_fraction_lost = block.fraction_lost / 256.0
+                self.stats.remote_jitter_ms = block.jitter / 8.0
+                rtt = round_trip_time(block, now)
+                if rtt is not None:
+                    self.stats.rtt_ms = rtt * 1000.0
+
+    def rtcp_report(self, *, bye: bool = False) -> None:
+        """Send an SR (or RR if we sent nothing) with SDES CNAME (RFC 3550 §6.4)."""
+        dest = self.remote_rtcp
+        if dest is None:
+            return
+        now = self._now()
+        blocks: tuple[ReportBlock, ...] = ()
+        if self.reception is not None and self.reception.received:
+            block = self.reception.report_block(now)
+            blocks = (block,)
+            self.stats.fraction_lost = block.fraction_lost / 256.0
+            self.stats.packets_lost = block.cumulative_lost
+            self.stats.jitter_ms = block.jitter / 8.0
+        packets: list[RtcpPacket] = []
+        if self.sender.packet_count:
+            packets.append(
+                SenderReport(
+                    ssrc=self.sender.ssrc,
+                    ntp_timestamp=ntp_from_unix(now),
+                    rtp_timestamp=self.sender.timestamp,
+                    packet_count=self.sender.packet_count,
+                    octet_count=self.sender.octet_count,
+                    reports=blocks,
+                )
+            )
+        else:
+            packets.append(ReceiverReport(ssrc=self.sender.ssrc, reports=blocks))
+        packets.append(SourceDescription.cname_for(self.sender.ssrc, self.cname))
+        if bye:
+            packets.append(Bye(sources=(self.sender.ssrc,)))
+        with contextlib.suppress(OSError):
+            self._send_rtcp(build_compound(packets), dest)
+
+    def current_stats(self) -> StreamStats:
+        """Statistics now (loss and jitter from the live reception state)."""
+        if self.reception is not None:
+            self.stats.packets_lost = max(0, self.reception.lost)
+            self.stats.jitter_ms = self.reception.jitter / 8.0
+        jitter = self.jitter
+        self.stats.duplicates = jitter.duplicates
+        self.stats.late = jitter.late
+        return self.stats
+
+    def close(self) -> None:
+        """Stop: deliver what the jitter buffer holds, fail pending sends."""
+        if self.closed:
+            return
+        for item in self.jitter.flush():
+            self._deliver(item.sequence, item.timestamp, item.payload)
+        self.closed = True
+        error = CallStateError("the call ended before this audio was sent")
+        while self._queue:
+            _, d = self._queue.popleft()
+            if d is not None and not d.called:
+                d.errback(error)
+        while self._dtmf_waiters:
+            _, d = self._dtmf_waiters.popleft()
+            if not d.called:
+                d.errback(CallStateError("the call ended before the DTMF digits were sent"))
