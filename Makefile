@@ -11,14 +11,16 @@ STAMP := $(VENV)/.sipd-installed
 DEB_PACKAGES := sip-tester nftables
 PYTEST_ARGS ?=
 
-.PHONY: test lint typecheck pytest sysdeps venv bench clean
+.PHONY: test lint typecheck pytest sysdeps venv bench clean demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) setup.py
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	# compat mode puts the checkout itself on sys.path, so twistd finds
+	# twisted/plugins/sipd_plugin.py without copying it into site-packages.
+	$(PY) -m pip install -q -e ".[test]" --config-settings editable_mode=compat
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -45,6 +47,12 @@ pytest: venv sysdeps
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Bob (port 5061) answers, Alice (5060) calls him for ~3 s and hangs up; both
+# print the states their call went through. ALICE_PORT / BOB_PORT /
+# CALL_SECONDS override the defaults.
+demo: venv
+	$(PY) examples/demo/run.py
 
 bench: venv sysdeps
 	$(PY) bench/parse.py

@@ -16,8 +16,13 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["sipd", "sipd.*"]),
-    package_data={"sipd": ["py.typed", "data/*.yaml"]},
+    # twisted/plugins has no __init__.py: listing it here (as Twisted's plugin
+    # docs say) installs the drop-in files next to Twisted's own plugins.
+    packages=[*find_packages(include=["sipd", "sipd.*"]), "twisted.plugins"],
+    package_data={
+        "sipd": ["py.typed", "data/*.yaml"],
+        "twisted": ["plugins/sipd_plugin.py", "plugins/sipd_handlers.py"],
+    },
     install_requires=[
         "twisted>=24.3",
         "zope.interface>=6.0",

@@ -84,10 +84,12 @@ class DigitQueue:
         self.ended = False
 
     def push(self, digit: str) -> None:
-        if self._waiters:
-            self._waiters.popleft().callback(digit)
-        else:
-            self._digits.append(digit)
+        while self._waiters:
+            d = self._waiters.popleft()
+            if not d.called:
+                d.callback(digit)
+                return
+        self._digits.append(digit)
 
     def end(self) -> None:
         self.ended = True
@@ -99,7 +101,9 @@ class DigitQueue:
             return defer.succeed(self._digits.popleft())
         if self.ended:
             return defer.succeed(None)
-        d: defer.Deferred[str | None] = defer.Deferred()
+        d: defer.Deferred[str | None] = defer.Deferred(
+            lambda d: self._waiters.remove(d) if d in self._waiters else None
+        )
         self._waiters.append(d)
         return d
 

@@ -280,6 +280,7 @@ class UnifiedCoordinator:
         leg = invite.leg
         assert isinstance(leg, CallLeg)
         self._pending.pop(leg.key, None)
+        self.interceptor.settle(invite)
         if self.media.ports.in_use >= self.media.ports.capacity:
             self.dialogs.reject(leg, 503, "No Media Ports Free")
             self.dialogs.release(leg)
@@ -305,6 +306,7 @@ class UnifiedCoordinator:
         if not isinstance(leg, CallLeg):
             return
         self._pending.pop(leg.key, None)
+        self.interceptor.settle(invite)
         self.dialogs.reject(leg, code, reason)
         self.dialogs.release(leg)
         self.metrics.inc("sipd_calls_total", outcome="rejected", direction="incoming")
@@ -314,6 +316,7 @@ class UnifiedCoordinator:
         if not isinstance(leg, CallLeg):
             return
         self._pending.pop(leg.key, None)
+        self.interceptor.settle(invite)
         contact = str(NameAddr(parse_uri(target.strip("<>"), require_supported=False)))
         self.dialogs.reject(leg, code, None, headers=[("Contact", contact)])
         self.dialogs.release(leg)
@@ -339,6 +342,10 @@ class UnifiedCoordinator:
         outcome = _outcome(session)
         direction = "outgoing" if session.role is Role.UAC else "incoming"
         self.metrics.inc("sipd_calls_total", outcome=outcome, direction=direction)
+        # Listeners run once the machine has settled in its final state.
+        session._post.append(lambda: self._notify_end(session))
+
+    def _notify_end(self, session: UnifiedSession) -> None:
         for listener in list(self.on_session_end):
             try:
                 listener(session)

@@ -104,6 +104,17 @@ class MediaSession:
             self.recorders.append(recorder)
         return recorder.done
 
+    def stop_recording(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Finalise the recording to ``path`` (or every recording) now."""
+        keep: list[WavRecorder] = []
+        target = os.fspath(path) if path is not None else None
+        for recorder in self.recorders:
+            if target is None or recorder.path == target:
+                recorder.close()
+            else:
+                keep.append(recorder)
+        self.recorders = keep
+
     def play(self, path: str | os.PathLike[str]) -> defer.Deferred[None]:
         """Queue a WAV file's audio; fires when its last frame is sent."""
         try:

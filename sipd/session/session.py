@@ -300,6 +300,11 @@ class UnifiedSession:
         except Exception:
             return defer.fail()
 
+    def stop_recording(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Finalise a recording before the call ends (all of them if no path)."""
+        if self.media is not None:
+            self.media.stop_recording(path)
+
     def stats(self) -> dict[str, object]:
         """Media statistics: packets, loss, jitter, RTT, codec."""
         if self.media is None:

@@ -1,0 +1,1 @@
+"""The ``twistd sipd`` daemon: config file, service, handlers, HTTP status."""

@@ -1,0 +1,285 @@
+"""The daemon's YAML config (``etc/sipd.yaml``), checked with file, line and key.
+
+Every mistake is reported as ``path:line: key: what is wrong`` before any
+port is bound, so an operator fixes the file rather than reading a
+traceback. The sections map onto :class:`~sipd.config.SipdConfig` plus the
+daemon's own settings (handler, HTTP address, shutdown grace).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from sipd.config import SipdConfig
+from sipd.errors import ConfigError
+
+__all__ = ["DaemonConfig", "load_config", "parse_config", "parse_hostport"]
+
+
+@dataclass(slots=True)
+class DaemonConfig:
+    """What ``twistd sipd`` runs with."""
+
+    sip: SipdConfig = field(default_factory=SipdConfig)
+    handler: str = "echo"
+    handler_settings: dict[str, Any] = field(default_factory=dict)
+    http_host: str | None = "127.0.0.1"
+    http_port: int = 8080
+    grace: float = 10.0
+    log_level: str = "info"
+    source: str = "<defaults>"
+    #: Users for the registrar (name -> HA1 hex), when configured.
+    users: dict[str, str] = field(default_factory=dict)
+
+
+def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST:PORT``, ``HOST``, ``[v6]:PORT`` or ``:PORT`` to (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"unterminated IPv6 address in {text!r}")
+        host, rest = text[1:end], text[end + 1 :]
+        if not rest:
+            return host, default_port
+        if not rest.startswith(":"):
+            raise ValueError(f"junk after IPv6 address in {text!r}")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    elif ":" in text:
+        return text, default_port  # bare IPv6
+    else:
+        return text, default_port
+    if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise ValueError(f"bad port {port_text!r} in {text!r}")
+    return host or "0.0.0.0", int(port_text)
+
+
+class _Checker:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, node: Node, key: str, why: str) -> ConfigError:
+        return ConfigError(f"{self.source}:{node.start_mark.line + 1}: {key}: {why}")
+
+    def mapping(self, node: Node, key: str, allowed: set[str]) -> dict[str, Node]:
+        if not isinstance(node, MappingNode):
+            raise self.fail(node, key or "<top>", "must be a mapping of keys to values")
+        out: dict[str, Node] = {}
+        for knode, vnode in node.value:
+            name = str(knode.value)
+            full = f"{key}.{name}" if key else name
+            if name not in allowed:
+                raise self.fail(knode, full, f"unknown key (known: {', '.join(sorted(allowed))})")
+            if name in out:
+                raise self.fail(knode, full, "appears twice")
+            out[name] = vnode
+        return out
+
+    def scalar(self, node: Node, key: str) -> Any:
+        if not isinstance(node, ScalarNode):
+            raise self.fail(node, key, "must be a single value")
+        return yaml.safe_load(yaml.serialize(node))
+
+    def number(self, node: Node, key: str, *, low: float = 0.0, integer: bool = False) -> Any:
+        value = self.scalar(node, key)
+        ok = isinstance(value, int) if integer else isinstance(value, int | float)
+        if not ok or isinstance(value, bool):
+            kind = "an integer" if integer else "a number"
+            raise self.fail(node, key, f"must be {kind}, got {value!r}")
+        if value < low:
+            raise self.fail(node, key, f"must be at least {low:g}, got {value!r}")
+        return value
+
+    def string(self, node: Node, key: str, *, nullable: bool = False) -> str | None:
+        value = self.scalar(node, key)
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str) or not value:
+            raise self.fail(node, key, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def boolean(self, node: Node, key: str) -> bool:
+        value = self.scalar(node, key)
+        if not isinstance(value, bool):
+            raise self.fail(node, key, f"must be true or false, got {value!r}")
+        return value
+
+    def strings(self, node: Node, key: str) -> list[str]:
+        if not isinstance(node, SequenceNode):
+            raise self.fail(node, key, "must be a list")
+        return [str(self.string(item, f"{key}[{i}]")) for i, item in enumerate(node.value)]
+
+
+def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
+    """Parse and check a config document; raise :class:`ConfigError` naming the line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"{mark.line + 1}" if mark is not None else "?"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{source}:{line}: not valid YAML: {problem}") from None
+    cfg = DaemonConfig(source=source)
+    if root is None:
+        return cfg
+    c = _Checker(source)
+    top = c.mapping(
+        root,
+        "",
+        {"sip", "timers", "media", "state_table", "handler", "http", "shutdown", "log", "users"},
+    )
+    sip: dict[str, Any] = {}
+    where: dict[str, tuple[Node, str]] = {}
+    base_dir = os.path.dirname(os.path.abspath(source)) if os.path.exists(source) else os.getcwd()
+
+    def each(section: str, fields: dict[str, Callable[[Node, str], Any]]) -> None:
+        node = top.get(section)
+        if node is None or (isinstance(node, ScalarNode) and node.value in ("", "null", "~")):
+            return
+        for name, vnode in c.mapping(node, section, set(fields)).items():
+            fields[name](vnode, f"{section}.{name}")
+
+    def listen(node: Node, key: str) -> None:
+        text = c.string(node, key)
+        try:
+            sip["host"], sip["port"] = parse_hostport(str(text), 5060)
+        except ValueError as exc:
+            raise c.fail(node, key, str(exc)) from None
+
+    def put(name: str, kind: str) -> Callable[[Node, str], None]:
+        def set_(node: Node, key: str) -> None:
+            where[name] = (node, key)
+            if kind == "float":
+                sip[name] = c.number(node, key)
+            elif kind == "int":
+                sip[name] = c.number(node, key, integer=True)
+            elif kind == "bool":
+                sip[name] = c.boolean(node, key)
+            elif kind == "str":
+                sip[name] = c.string(node, key)
+            elif kind == "str?":
+                sip[name] = c.string(node, key, nullable=True)
+            elif kind == "list":
+                sip[name] = c.strings(node, key)
+
+        return set_
+
+    each(
+        "sip",
+        {
+            "listen": listen,
+            "name": put("name", "str"),
+            "advertised_host": put("advertised_host", "str?"),
+            "user_agent": put("user_agent", "str"),
+            "send_ringing": put("send_ringing", "bool"),
+        },
+    )
+    each(
+        "timers",
+        {
+            "t1": put("t1", "float"),
+            "t2": put("t2", "float"),
+            "t4": put("t4", "float"),
+            "ring_timeout": put("ring_timeout", "float"),
+            "defer_timeout": put("defer_timeout", "float"),
+            "defer_status": put("defer_status", "int"),
+        },
+    )
+    each(
+        "media",
+        {
+            "port_min": put("media_port_min", "int"),
+            "port_max": put("media_port_max", "int"),
+            "codecs": put("codecs", "list"),
+            "dtmf": put("dtmf", "bool"),
+            "jitter_depth": put("jitter_depth", "int"),
+            "silence_when_idle": put("silence_when_idle", "bool"),
+        },
+    )
+    if "state_table" in top:
+        node = top["state_table"]
+        path = c.string(node, "state_table", nullable=True)
+        if path is not None:
+            full = path if os.path.isabs(path) else os.path.join(base_dir, path)
+            if not os.path.exists(full):
+                raise c.fail(node, "state_table", f"file {full!r} does not exist")
+            sip["state_table_path"] = full
+
+    def handler_name(node: Node, key: str) -> None:
+        cfg.handler = str(c.string(node, key))
+
+    def handler_settings(node: Node, key: str) -> None:
+        if not isinstance(node, MappingNode):
+            raise c.fail(node, key, "must be a mapping")
+        value = yaml.safe_load(yaml.serialize(node))
+        cfg.handler_settings = dict(value or {})
+        cfg.handler_settings["_config_dir"] = base_dir
+
+    each("handler", {"name": handler_name, "settings": handler_settings})
+
+    def http_listen(node: Node, key: str) -> None:
+        text = c.string(node, key, nullable=True)
+        if text is None or text in ("off", "none"):
+            cfg.http_host = None
+            return
+        try:
+            cfg.http_host, cfg.http_port = parse_hostport(text, 8080)
+        except ValueError as exc:
+            raise c.fail(node, key, str(exc)) from None
+
+    each("http", {"listen": http_listen})
+
+    def grace(node: Node, key: str) -> None:
+        cfg.grace = float(c.number(node, key))
+
+    each("shutdown", {"grace": grace})
+
+    def level(node: Node, key: str) -> None:
+        value = str(c.string(node, key)).lower()
+        if value not in ("debug", "info", "warn", "error"):
+            raise c.fail(node, key, f"must be debug, info, warn or error, got {value!r}")
+        cfg.log_level = value
+
+    each("log", {"level": level})
+
+    if "users" in top:
+        unode = top["users"]
+        users = c.mapping(unode, "users", _AnyKey())
+        for name, vnode in users.items():
+            value = c.string(vnode, f"users.{name}")
+            cfg.users[name] = str(value)
+
+    try:
+        cfg.sip = SipdConfig(**sip)
+    except ConfigError as exc:
+        # Map the settings key the check names back to its line in the file.
+        names, _, why = str(exc).partition(": ")
+        for name in names.split("/"):
+            if name in where:
+                node, key = where[name]
+                raise c.fail(node, key, why) from None
+        raise ConfigError(f"{source}: {exc}") from None
+    return cfg
+
+
+class _AnyKey(set[str]):
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+def load_config(path: str) -> DaemonConfig:
+    """Read and check ``path``."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path!r}: {exc.strerror}") from None
+    return parse_config(text, path)

@@ -1,0 +1,153 @@
+"""The sipd service: a coordinator driven by a pluggable handler, plus operations.
+
+:class:`SipdService` binds the SIP socket when started, writes one log line
+per ended call (a call detail record), keeps the counters behind
+``/metrics``, and on stop refuses new calls (503), ends every call with
+BYE or CANCEL and waits up to the configured grace time.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from sipd import __version__
+from sipd.daemon.config import DaemonConfig
+from sipd.handlers import find_handler_factory
+from sipd.metrics import Metrics
+from sipd.session.coordinator import UnifiedCoordinator
+from sipd.session.session import UnifiedSession
+from sipd.session.state_table import Role
+
+__all__ = ["SipdService"]
+
+_log = Logger(namespace="sipd")
+
+
+class SipdService(service.Service):
+    """One SIP UA serving calls with the configured handler."""
+
+    name = "sipd"
+
+    def __init__(self, config: DaemonConfig, reactor: Any = None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self._describe_metrics()
+        self.coordinator = UnifiedCoordinator(
+            config.sip, None, reactor=reactor, metrics=self.metrics
+        )
+        factory = find_handler_factory(config.handler)
+        self.handler = factory.build(self.coordinator, dict(config.handler_settings))
+        self.coordinator.interceptor.handler = self.handler
+        self.coordinator.on_session_end.append(self._cdr)
+        self.started_at = time.time()
+        self.metrics.gauge(
+            "sipd_active_calls",
+            "Calls currently set up or in progress",
+            lambda: len(self.coordinator.store),
+        )
+
+    def _describe_metrics(self) -> None:
+        m = self.metrics
+        m.describe("sipd_calls_total", "Calls ended, by outcome and direction")
+        m.describe("sipd_calls_started_total", "Calls started, by direction")
+        m.describe("sipd_sip_requests_received_total", "SIP requests received, by method")
+        m.describe("sipd_sip_responses_received_total", "SIP responses received, by status")
+        m.describe("sipd_sip_parse_errors_total", "Datagrams that did not parse as SIP")
+        m.describe("sipd_sip_transaction_timeouts_total", "Transactions that timed out")
+        m.describe("sipd_rtp_packets_sent_total", "RTP packets sent by ended calls")
+        m.describe("sipd_rtp_packets_received_total", "RTP packets received by ended calls")
+        m.describe("sipd_rtp_packets_lost_total", "RTP packets lost (RTCP A.3) on ended calls")
+
+    # -- service ----------------------------------------------------------------------
+    def startService(self) -> None:
+        self.coordinator.start()
+        self.started_at = time.time()
+        _log.info(
+            "sipd {version} listening on {host}:{port} with handler {handler!r}",
+            version=__version__,
+            host=self.config.sip.host,
+            port=self.coordinator.port,
+            handler=self.config.handler,
+        )
+        super().startService()
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        active = len(self.coordinator.store)
+        _log.info(
+            "sipd stopping: refusing new calls, ending {active} call(s), grace {grace}s",
+            active=active,
+            grace=self.config.grace,
+        )
+        return self.coordinator.close(self.config.grace)
+
+    # -- operations ------------------------------------------------------------------------
+    def _cdr(self, session: UnifiedSession) -> None:
+        stats = session.stats()
+        for key, metric in (
+            ("packets_sent", "sipd_rtp_packets_sent_total"),
+            ("packets_received", "sipd_rtp_packets_received_total"),
+            ("packets_lost", "sipd_rtp_packets_lost_total"),
+        ):
+            value = stats.get(key)
+            if isinstance(value, int) and value > 0:
+                self.metrics.inc(metric, value)
+        failure = session.failure
+        _log.info(
+            "CDR call_id={call_id} direction={direction} remote={remote} outcome={outcome} "
+            "status={status} duration={duration:.2f}s path={path}",
+            call_id=session.call_id,
+            session_id=session.id,
+            direction="outgoing" if session.role is Role.UAC else "incoming",
+            remote=session.remote_uri,
+            outcome=type(failure).__name__ if failure else "completed",
+            status=getattr(failure, "status", None) if failure else 200,
+            duration=session.duration,
+            path="->".join(session.path),
+        )
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /status`` returns."""
+        now = self.coordinator.clock.seconds()
+        calls = []
+        for session in self.coordinator.sessions():
+            stats = session.stats()
+            calls.append(
+                {
+                    "id": session.id,
+                    "call_id": session.call_id,
+                    "state": session.state,
+                    "direction": "outgoing" if session.role is Role.UAC else "incoming",
+                    "remote": session.remote_uri,
+                    "duration": round(session.duration, 3),
+                    "age": round(now - session.created_at, 3),
+                    "codec": stats.get("codec"),
+                }
+            )
+        return {
+            "version": __version__,
+            "uptime": round(time.time() - self.started_at, 3),
+            "handler": self.config.handler,
+            "listen": f"{self.config.sip.host}:{self.coordinator.port}",
+            "accepting": self.coordinator.dialogs.accepting,
+            "active_calls": len(calls),
+            "calls": calls,
+        }
+
+    def metrics_text(self) -> str:
+        """What ``GET /metrics`` returns (live jitter included)."""
+        jitters = [
+            float(j)
+            for s in self.coordinator.sessions()
+            if isinstance(j := s.stats().get("jitter_ms"), int | float)
+        ]
+        text = self.metrics.render()
+        text += "# HELP sipd_rtp_jitter_ms Mean interarrival jitter of active calls\n"
+        text += "# TYPE sipd_rtp_jitter_ms gauge\n"
+        text += f"sipd_rtp_jitter_ms {sum(jitters) / len(jitters) if jitters else 0.0}\n"
+        return text

@@ -1,0 +1,103 @@
+"""``twistd sipd``: command-line options and the service it builds.
+
+``twistd -n sipd --config etc/sipd.yaml`` reads the YAML config (see
+``docs/daemon.md``); the options below override its common keys. Errors in
+the file or the options stop twistd before any port is bound, with a message
+naming the file, line and key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import internet, service
+from twisted.python import usage
+from twisted.web.server import Site
+
+from sipd.daemon.config import DaemonConfig, load_config, parse_hostport
+from sipd.daemon.http import build_site_root
+from sipd.daemon.service import SipdService
+from sipd.errors import ConfigError
+from sipd.handlers import find_handler_factory
+
+__all__ = ["Options", "makeService"]
+
+
+class Options(usage.Options):
+    """Options of ``twistd sipd``."""
+
+    optParameters = [
+        ["config", "c", None, "YAML config file (etc/sipd.yaml)."],
+        ["listen", "l", None, "SIP address HOST:PORT (overrides sip.listen)."],
+        ["handler", None, None, "Handler plugin name (overrides handler.name)."],
+        ["http", None, None, "HTTP status address HOST:PORT, or 'off' (overrides http.listen)."],
+        ["media-ports", None, None, "RTP port range MIN-MAX (overrides media.port_min/max)."],
+        ["state-table", None, None, "State table YAML (overrides state_table)."],
+        [
+            "grace",
+            None,
+            None,
+            "Seconds to wait for calls to end on stop (overrides shutdown.grace).",
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        try:
+            self["daemon_config"] = self._build()
+        except ConfigError as exc:
+            raise usage.UsageError(str(exc)) from None
+
+    def _build(self) -> DaemonConfig:
+        cfg = load_config(self["config"]) if self["config"] else DaemonConfig()
+        sip = cfg.sip
+        changes: dict[str, Any] = {}
+        if self["listen"]:
+            try:
+                changes["host"], changes["port"] = parse_hostport(self["listen"], 5060)
+            except ValueError as exc:
+                raise ConfigError(f"--listen: {exc}") from None
+        if self["media-ports"]:
+            low, _, high = str(self["media-ports"]).partition("-")
+            if not (low.isdigit() and high.isdigit()):
+                raise ConfigError(
+                    f"--media-ports: {self['media-ports']!r} must look like 20000-20999"
+                )
+            changes["media_port_min"], changes["media_port_max"] = int(low), int(high)
+        if self["state-table"]:
+            changes["state_table_path"] = self["state-table"]
+        if changes:
+            cfg.sip = sip.replace(**changes)
+        if self["handler"]:
+            cfg.handler = self["handler"]
+        if self["http"]:
+            if self["http"] in ("off", "none"):
+                cfg.http_host = None
+            else:
+                try:
+                    cfg.http_host, cfg.http_port = parse_hostport(self["http"], 8080)
+                except ValueError as exc:
+                    raise ConfigError(f"--http: {exc}") from None
+        if self["grace"]:
+            try:
+                cfg.grace = float(self["grace"])
+            except ValueError:
+                raise ConfigError(f"--grace: {self['grace']!r} is not a number") from None
+        find_handler_factory(cfg.handler)  # unknown names fail here, before binding
+        return cfg
+
+
+def makeService(options: Options) -> service.MultiService:
+    """The SIP service and, unless disabled, the HTTP status service."""
+    cfg: DaemonConfig = options["daemon_config"]
+    top = service.MultiService()
+    try:
+        sipd_service = SipdService(cfg)
+    except ConfigError as exc:
+        raise usage.UsageError(str(exc)) from None
+    sipd_service.setServiceParent(top)
+    if cfg.http_host is not None:
+        site = Site(build_site_root(sipd_service))
+        http = internet.TCPServer(cfg.http_port, site, interface=cfg.http_host)
+        http.setName("http")
+        http.setServiceParent(top)
+    return top
