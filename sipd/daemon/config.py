@@ -32,7 +32,6 @@ class DaemonConfig:
     http_host: str | None = "127.0.0.1"
     http_port: int = 8080
     grace: float = 10.0
-    log_level: str = "info"
     source: str = "<defaults>"
     #: Users for the registrar (name -> HA1 hex), when configured.
     users: dict[str, str] = field(default_factory=dict)
@@ -134,7 +133,7 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
     top = c.mapping(
         root,
         "",
-        {"sip", "timers", "media", "state_table", "handler", "http", "shutdown", "log", "users"},
+        {"sip", "timers", "media", "state_table", "handler", "http", "shutdown", "users"},
     )
     sip: dict[str, Any] = {}
     where: dict[str, tuple[Node, str]] = {}
@@ -241,14 +240,6 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
         cfg.grace = float(c.number(node, key))
 
     each("shutdown", {"grace": grace})
-
-    def level(node: Node, key: str) -> None:
-        value = str(c.string(node, key)).lower()
-        if value not in ("debug", "info", "warn", "error"):
-            raise c.fail(node, key, f"must be debug, info, warn or error, got {value!r}")
-        cfg.log_level = value
-
-    each("log", {"level": level})
 
     if "users" in top:
         unode = top["users"]
