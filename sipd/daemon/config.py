@@ -33,8 +33,6 @@ class DaemonConfig:
     http_port: int = 8080
     grace: float = 10.0
     source: str = "<defaults>"
-    #: Users for the registrar (name -> HA1 hex), when configured.
-    users: dict[str, str] = field(default_factory=dict)
 
 
 def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
@@ -133,7 +131,7 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
     top = c.mapping(
         root,
         "",
-        {"sip", "timers", "media", "state_table", "handler", "http", "shutdown", "users"},
+        {"sip", "timers", "media", "state_table", "handler", "http", "shutdown"},
     )
     sip: dict[str, Any] = {}
     where: dict[str, tuple[Node, str]] = {}
@@ -241,13 +239,6 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
 
     each("shutdown", {"grace": grace})
 
-    if "users" in top:
-        unode = top["users"]
-        users = c.mapping(unode, "users", _AnyKey())
-        for name, vnode in users.items():
-            value = c.string(vnode, f"users.{name}")
-            cfg.users[name] = str(value)
-
     try:
         cfg.sip = SipdConfig(**sip)
     except ConfigError as exc:
@@ -259,11 +250,6 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
                 raise c.fail(node, key, why) from None
         raise ConfigError(f"{source}: {exc}") from None
     return cfg
-
-
-class _AnyKey(set[str]):
-    def __contains__(self, item: object) -> bool:
-        return True
 
 
 def load_config(path: str) -> DaemonConfig:
