@@ -329,7 +329,9 @@ class UnifiedCoordinator:
             self.on_incoming(session)
         else:
             # No application is listening for offered calls: answer at once.
-            self.clock.callLater(0, session.accept)
+            # A failure (no common codec...) is already answered and recorded
+            # on the session; nobody awaits this Deferred.
+            self.clock.callLater(0, lambda: session.accept().addErrback(lambda f: None))
 
     def session_ended(self, session: UnifiedSession) -> None:
         """Release everything the session held (the Cleanup action)."""

@@ -19,12 +19,18 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from sipd.metrics import Metrics
-from sipd.sip.errors import SipParseError
+from sipd.sip.errors import BadRequest, SipParseError
 from sipd.sip.message import Request, Response, make_response, parse_message
 from sipd.sip.via import response_address
 from sipd.transport.ratelimit import RateLimitedLog
 
-__all__ = ["Addr", "SipDatagramProtocol", "error_response_bytes", "stamp_received"]
+__all__ = [
+    "Addr",
+    "SipDatagramProtocol",
+    "check_headers",
+    "error_response_bytes",
+    "stamp_received",
+]
 
 Addr = tuple[str, int]
 MessageHandler = Callable[[Request | Response, Addr], None]
@@ -49,6 +55,28 @@ def stamp_received(request: Request, source: Addr) -> None:
     if changed is not via:
         request.headers.pop_first_value("Via")
         request.headers.prepend("Via", str(changed))
+
+
+def check_headers(message: Request | Response) -> None:
+    """Parse the headers every layer above reads; the error names the header.
+
+    The parser is lazy, so without this a broken From or To would only fail
+    deep in the transaction user: answered without saying which header was
+    wrong, and logged with a traceback per datagram instead of at a bounded
+    rate. Raises :class:`BadRequest` (or the original status) naming it.
+    """
+    name = "Via"
+    try:
+        message.top_via  # noqa: B018 - parsing is the point
+        name = "From"
+        message.from_  # noqa: B018
+        name = "To"
+        message.to  # noqa: B018
+        if isinstance(message, Request):
+            name = "Max-Forwards"
+            message.max_forwards  # noqa: B018
+    except SipParseError as exc:
+        raise BadRequest(f"bad {name} header: {exc}", status=exc.status) from None
 
 
 def error_response_bytes(data: bytes, error: SipParseError) -> tuple[bytes, Addr | None] | None:
@@ -92,7 +120,10 @@ def error_response_bytes(data: bytes, error: SipParseError) -> tuple[bytes, Addr
         if not isinstance(response, Response):
             return None
         via = response.top_via
-        return raw, response_address(via) if via.rport is not True else None
+        try:
+            return raw, response_address(via) if via.rport is not True else None
+        except SipParseError:
+            return raw, None  # a broken rport: answer where the request came from
     except (SipParseError, ValueError, UnicodeError):
         return None
 
@@ -146,6 +177,7 @@ class SipDatagramProtocol(DatagramProtocol):
         if self._handler is None:
             return
         try:
+            check_headers(message)
             if isinstance(message, Request):
                 self.metrics.inc("sipd_sip_requests_received_total", method=message.method)
                 stamp_received(message, source)
