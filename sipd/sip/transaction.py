@@ -349,11 +349,20 @@ class TransactionLayer:
         Without this the transaction would sit in Trying/Proceeding forever,
         since neither state has a timer on the server side.
         """
-        _log.failure(
-            "transaction user failed on {method} from {source}",
-            method=txn.request.method,
-            source=txn.source,
-        )
+        if isinstance(error, SipParseError):
+            # Remote input: a header parsed late turned out malformed. Not our bug.
+            _log.debug(
+                "{method} from {source} has a bad header: {reason}",
+                method=txn.request.method,
+                source=txn.source,
+                reason=error.reason,
+            )
+        else:
+            _log.failure(
+                "transaction user failed on {method} from {source}",
+                method=txn.request.method,
+                source=txn.source,
+            )
         if txn.state is ServerState.TRYING or txn.state is ServerState.PROCEEDING:
             if isinstance(error, SipParseError):
                 status, reason = error.status, error.reason
