@@ -20,8 +20,11 @@ from sipd.errors import (
     CallTimeout,
     ConfigError,
     SipdError,
+    SipdValueError,
+    StateTableError,
 )
 from sipd.media.frame import AudioFrame
+from sipd.media.ports import PortsExhausted
 from sipd.session.coordinator import UnifiedCoordinator
 from sipd.session.interceptor import (
     Accept,
@@ -54,10 +57,13 @@ __all__ = [
     "ISignalingHandler",
     "IncomingCall",
     "InviteDetails",
+    "PortsExhausted",
     "Reject",
     "SimplePeer",
     "SipdConfig",
     "SipdError",
+    "SipdValueError",
+    "StateTableError",
     "UnifiedCoordinator",
     "UnifiedSession",
     "__version__",

@@ -64,6 +64,8 @@ class SipdConfig:
     #: Keep sending silence when no audio is queued (peers and NATs expect a
     #: steady stream); False pauses and resumes with the marker bit.
     silence_when_idle: bool = True
+    #: Seconds between RTCP reports of a call (RFC 3550 §6.2 suggests 5 s).
+    rtcp_interval: float = 5.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -79,7 +81,7 @@ class SipdConfig:
             )
         if self.media_port_max - self.media_port_min < 1:
             raise ConfigError("media_port_min/media_port_max: the range needs at least 2 ports")
-        for key in ("t1", "t2", "t4", "ring_timeout", "defer_timeout"):
+        for key in ("t1", "t2", "t4", "ring_timeout", "defer_timeout", "rtcp_interval"):
             value = getattr(self, key)
             if not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"{key}: {value!r} must be a positive number of seconds")

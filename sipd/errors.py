@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ActionFailed",
+    "AuthenticationError",
     "CallCancelled",
     "CallError",
     "CallFailed",
@@ -21,6 +22,7 @@ __all__ = [
     "SdpError",
     "SdpNegotiationError",
     "SipdError",
+    "SipdValueError",
     "StateTableError",
     "TransactionError",
     "UnhandledEvent",
@@ -82,7 +84,11 @@ class SdpNegotiationError(SdpError):
     status: int = 488
 
 
-class MediaValueError(SipdError, ValueError):
+class SipdValueError(SipdError, ValueError):
+    """An argument that cannot be right (a status out of range, a bad digit...)."""
+
+
+class MediaValueError(SipdValueError):
     """A media value (samples, codec name, packet field) is out of range or of the wrong kind."""
 
 
@@ -129,3 +135,21 @@ class CallFailed(CallError):
 
 class CallStateError(CallError):
     """An operation that the call's current state does not allow (answering twice...)."""
+
+
+class AuthenticationError(SipdError):
+    """A registrar, proxy or server refused our digest credentials (RFC 3261 §22).
+
+    Raised instead of retrying forever: the message names the server, the
+    user and the realm, and says what to check (usually the username and the
+    password, sometimes an algorithm sipd cannot answer). ``status`` is the
+    401 or 407 that ended the attempt.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, username: str = "", realm: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.username = username
+        self.realm = realm

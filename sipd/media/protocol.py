@@ -74,9 +74,13 @@ class RtcpProtocol(DatagramProtocol):
 class MediaClock:
     """Ticks every registered stream every 20 ms from one ``LoopingCall``."""
 
-    def __init__(self, clock: IReactorTime, interval: float = 0.02) -> None:
+    def __init__(
+        self, clock: IReactorTime, interval: float = 0.02, rtcp_every: int = RTCP_EVERY
+    ) -> None:
         self._clock = clock
         self.interval = interval
+        #: Slots between two RTCP reports of one stream.
+        self.rtcp_every = max(1, rtcp_every)
         self._streams: dict[MediaStream, int] = {}
         self._loop: task.LoopingCall | None = None
         self.slots = 0
@@ -84,7 +88,7 @@ class MediaClock:
 
     def add(self, stream: MediaStream) -> None:
         """Start pacing ``stream`` (RTCP reports staggered by arrival order)."""
-        self._streams[stream] = self.slots % RTCP_EVERY
+        self._streams[stream] = self.slots % self.rtcp_every
         if self._loop is None:
             loop = task.LoopingCall.withCount(self._tick)
             loop.clock = self._clock
@@ -109,7 +113,7 @@ class MediaClock:
             self.late_slots += count - 1
         for _ in range(min(count, MAX_CATCH_UP)):
             self.slots += 1
-            phase = self.slots % RTCP_EVERY
+            phase = self.slots % self.rtcp_every
             for stream, offset in list(self._streams.items()):
                 try:
                     stream.tick()

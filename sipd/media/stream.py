@@ -157,11 +157,14 @@ class MediaStream:
             self.dtmf_sender.send(digits)
         except Exception:
             return defer.fail()
+        if not digits:
+            return defer.succeed(None)
         d: defer.Deferred[None] = defer.Deferred()
-        # Each digit takes tone + gap ticks; fire when that many DTMF ticks ran.
+        # Each digit takes tone + gap ticks; fire on the tick that sends the
+        # last digit's End packets (its trailing gap is not waited for).
         per_digit = self.dtmf_sender.tone_ticks + self.dtmf_sender.gap_ticks
         self._dtmf_ticks_queued += per_digit * len(digits)
-        self._dtmf_waiters.append((self._dtmf_ticks_queued, d))
+        self._dtmf_waiters.append((self._dtmf_ticks_queued - self.dtmf_sender.gap_ticks, d))
         return d
 
     def _next_samples(self) -> NDArray[np.int16] | None:
@@ -196,6 +199,11 @@ class MediaStream:
             self._drop_slot()
             return
         if self.dtmf_sender.busy:
+            if self._paused_samples:
+                # Idle slots went by without packets: move the clock on before
+                # an event takes its start timestamp from it.
+                self.sender.advance(self._paused_samples)
+                self._paused_samples = 0
             packets = self.dtmf_sender.tick()
             self._dtmf_ticks_done += 1
             if packets is not None:

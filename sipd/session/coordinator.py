@@ -9,6 +9,8 @@ it directly.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +19,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUD
 from twisted.logger import Logger
 
 from sipd.config import SipdConfig, default_state_table_path
-from sipd.errors import CallStateError, ConfigError
+from sipd.errors import CallRejected, CallStateError, ConfigError
 from sipd.metrics import Metrics
 from sipd.session.dialog_adapter import CallLeg, DialogAdapter
 from sipd.session.interceptor import (
@@ -44,6 +46,8 @@ __all__ = ["UnifiedCoordinator"]
 
 _log = Logger()
 _TABLE_CACHE: dict[str, StateTable] = {}
+#: Bytes of kernel receive buffer asked for on the SIP socket (see _widen_receive_buffer).
+_SIP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 def _load_table(path: str | None) -> StateTable:
@@ -127,6 +131,7 @@ class UnifiedCoordinator:
             raise ConfigError(
                 f"cannot listen for SIP on {self.config.host}:{self.config.port}: {exc}"
             ) from exc
+        _widen_receive_buffer(self._port)
         port: int = self._port.getHost().port  # type: ignore[attr-defined]
         timers = TimerConfig(t1=self.config.t1, t2=self.config.t2, t4=self.config.t4)
         self.layer = TransactionLayer(self.clock, self.transport.send, self.dialogs, timers)
@@ -256,12 +261,31 @@ class UnifiedCoordinator:
         self, session: UnifiedSession, leg: CallLeg, event: str, response: Response
     ) -> None:
         try:
-            decision = self.interceptor.handler.on_response(leg.key, response)
+            result = self.interceptor.handler.on_response(leg.key, response)
         except Exception:
             _log.failure("handler.on_response failed for {dialog}", dialog=leg.key)
             return
+        if isinstance(result, defer.Deferred):
+            result.addCallback(self._apply_response_decision, session, event, response)
+            result.addErrback(
+                lambda f: _log.failure("handler.on_response failed for {dialog}", f, dialog=leg.key)
+            )
+        else:
+            self._apply_response_decision(result, session, event, response)
+
+    def _apply_response_decision(
+        self, decision: object, session: UnifiedSession, event: str, response: Response
+    ) -> None:
         if isinstance(decision, Reject) and event == "Answered":
-            # Let the answer complete (ACK), then hang up at once.
+            # The answer completes (ACK) and the call is hung up at once,
+            # failing with the handler's status.
+            if session.failure is None:
+                session.failure = CallRejected(
+                    f"call to {session.remote_uri} was refused by the signalling handler: "
+                    f"{decision.code} {decision.reason or ''}".strip(),
+                    status=decision.code,
+                    reason=decision.reason or "",
+                )
             self.clock.callLater(0, session.hangup)
         elif isinstance(decision, Custom):
             decision.action(None)  # type: ignore[arg-type]
@@ -353,6 +377,20 @@ class UnifiedCoordinator:
                 listener(session)
             except Exception:
                 _log.failure("session end listener failed")
+
+
+def _widen_receive_buffer(port: object) -> None:
+    """Ask for a large socket receive buffer on the SIP port.
+
+    The default (about 200 KB on Linux) holds a fraction of a second of
+    signalling at a few hundred calls per second; a garbage-collection pause
+    then overflows it and the kernel drops ACKs and BYEs. The kernel caps
+    the value at ``net.core.rmem_max``; failure to set it is harmless.
+    """
+    sock = getattr(port, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SIP_RECEIVE_BUFFER)
 
 
 def _outcome(session: UnifiedSession) -> str:

@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
-from sipd.errors import CallStateError
+from sipd.errors import CallStateError, SipdValueError
 from sipd.sip.headers import Headers
 from sipd.sip.message import Request, Response
 
@@ -66,7 +66,7 @@ class Reject:
 
     def __post_init__(self) -> None:
         if not 300 <= self.code <= 699:
-            raise ValueError(f"Reject needs a final 3xx-6xx status, not {self.code}")
+            raise SipdValueError(f"Reject needs a final 3xx-6xx status, not {self.code}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +216,7 @@ class InviteDetails:
     def redirect(self, target: str, code: int = 302) -> None:
         """Answer 3xx with ``Contact: <target>`` so the caller retries there."""
         if not 300 <= code < 400:
-            raise ValueError(f"a redirect needs a 3xx status, not {code}")
+            raise SipdValueError(f"a redirect needs a 3xx status, not {code}")
         self._claim()
         self._responder.redirect_invite(self, target, code)
 
@@ -271,7 +271,7 @@ class SignalingInterceptor:
         elif isinstance(decision, Defer | Custom):
             if not invite.answered:
                 invite._timeout = self._clock.callLater(self._defer_timeout, self._expire, invite)
-            invite.on_cancel.addBoth(lambda _: self.pending.pop(invite.call_id, None))
+            invite.on_cancel.addBoth(self._forget_cancelled, invite)
             if isinstance(decision, Custom):
                 decision.action(invite)
             if invite.answered:
@@ -285,6 +285,11 @@ class SignalingInterceptor:
             self.pending.pop(invite.call_id, None)
             if not invite.answered:
                 invite.reject(500, "Handler Returned No Decision")
+
+    def _forget_cancelled(self, result: object, invite: InviteDetails) -> object:
+        # Pass the result on: the handler's own callbacks on on_cancel get None.
+        self.pending.pop(invite.call_id, None)
+        return result
 
     def _handler_failed(self, failure: Failure, invite: InviteDetails) -> None:
         _log.failure(

@@ -33,6 +33,8 @@ __all__ = ["MediaAdapter", "MediaSession"]
 
 _log = Logger()
 _BIND_ATTEMPTS = 16
+#: The media clock's slot (20 ms packets).
+_PTIME = 0.02
 
 
 class MediaSession:
@@ -126,7 +128,10 @@ class MediaSession:
         return self.stream.queue_audio(AudioFrame(samples))
 
     def stats(self) -> StreamStats:
-        return self.stream.current_stats()
+        stats = self.stream.current_stats()
+        # Frames dropped because nobody read recv_audio() fast enough.
+        stats.recv_queue_overflow = self.queue.overflow
+        return stats
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self, negotiation: NegotiationResult) -> None:
@@ -185,7 +190,9 @@ class MediaAdapter:
         self.reactor = reactor
         self.clock = reactor
         self.ports = PortAllocator(config.media_port_min, config.media_port_max)
-        self.clock_loop = MediaClock(reactor)
+        self.clock_loop = MediaClock(
+            reactor, rtcp_every=max(1, round(config.rtcp_interval / _PTIME))
+        )
         self.sessions: dict[str, MediaSession] = {}
 
     def allocate(self) -> MediaSession:
