@@ -31,7 +31,7 @@ from sipd.errors import CallFailed
 from sipd.metrics import Metrics
 from sipd.sip.address import NameAddr
 from sipd.sip.dialog import Dialog, DialogRole, DialogState
-from sipd.sip.errors import BadRequest
+from sipd.sip.errors import BadRequest, SipParseError
 from sipd.sip.headers import Headers
 from sipd.sip.message import Request, Response, make_response
 from sipd.sip.transaction import (
@@ -281,12 +281,15 @@ class DialogAdapter:
 
     def _invite_response(self, leg: CallLeg, response: Response) -> None:
         status = response.status
-        if status == 100:
-            return
         if status < 200:
             if leg.final_status is not None:
                 return
+            # Any provisional, 100 Trying included, lets a pending CANCEL go (§9.1).
             leg.provisional = True
+            if status == 100:
+                if leg.cancel_requested and not leg.cancel_sent:
+                    self._send_cancel(leg)
+                return
             if response.to.tag and leg.dialog is None and response.contacts:
                 leg.dialog = Dialog.from_uac(leg.invite, response, self.contact)
             if leg.cancel_requested and not leg.cancel_sent:
@@ -530,7 +533,10 @@ class DialogAdapter:
             response.headers.add("Retry-After", "30")
             txn.respond(response)
             return
-        if not request.contacts:
+        contacts = self._contacts_or_400(request, txn)
+        if contacts is None:
+            return
+        if not contacts:
             txn.respond(make_response(request, 400, "Missing Contact", to_tag=secrets.token_hex(4)))
             return
         leg = CallLeg(DialogRole.UAS, request.call_id, secrets.token_hex(6), request)
@@ -540,6 +546,19 @@ class DialogAdapter:
         self._uas_pending[merge_key] = branch
         assert self.sink is not None
         self.sink.new_invite(leg, request, source)
+
+    def _contacts_or_400(self, request: Request, txn: ServerTransaction) -> list[NameAddr] | None:
+        """The Contact addresses, or None after answering 400 naming the bad Contact.
+
+        Answered here rather than raised: a remote's malformed Contact is
+        not an internal failure worth a logged traceback per datagram.
+        """
+        try:
+            return request.contacts
+        except SipParseError as exc:
+            reason = f"Bad Contact header: {exc.reason}"
+            txn.respond(make_response(request, 400, reason, to_tag=secrets.token_hex(4)))
+            return None
 
     def _find_leg(self, call_id: str, local_tag: str | None) -> CallLeg | None:
         if local_tag is None:
@@ -565,7 +584,9 @@ class DialogAdapter:
             self._emit(leg, "RemoteBye", request=request)
             return
         # re-INVITE: a target refresh; the session decides on the offer.
-        contacts = request.contacts
+        contacts = self._contacts_or_400(request, txn)
+        if contacts is None:
+            return
         if contacts:
             dialog.remote_target = contacts[0].uri
         assert self.sink is not None
