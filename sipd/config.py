@@ -61,6 +61,16 @@ class SipdConfig:
     send_ringing: bool = True
     #: Jitter buffer depth in 20 ms packets (reordering tolerated).
     jitter_depth: int = 3
+    #: Send every out-of-dialog request via this proxy (``sip:host:port``).
+    outbound_proxy: str | None = None
+    #: Register at this registrar on start (``sip:host:port``); calls to plain
+    #: numbers and to users at its domain then go through it.
+    registrar: str | None = None
+    #: Digest credentials for the registrar and for challenged INVITE/BYE.
+    username: str | None = None
+    password: str | None = None
+    #: Registration lifetime to ask for, in seconds.
+    register_expires: int = 3600
     #: Keep sending silence when no audio is queued (peers and NATs expect a
     #: steady stream); False pauses and resumes with the marker bit.
     silence_when_idle: bool = True
@@ -92,6 +102,18 @@ class SipdConfig:
             raise ConfigError(f"codecs: {unknown or self.codecs} — supported codecs are PCMU, PCMA")
         if not isinstance(self.jitter_depth, int) or not 1 <= self.jitter_depth <= 50:
             raise ConfigError(f"jitter_depth: {self.jitter_depth!r} must be 1-50 packets")
+        for key in ("outbound_proxy", "registrar"):
+            value = getattr(self, key)
+            if value is not None:
+                from sipd.sip.errors import SipParseError
+                from sipd.sip.uri import parse_uri
+
+                try:
+                    parse_uri(value if ":" in value.split("@")[0] else f"sip:{value}")
+                except SipParseError as exc:
+                    raise ConfigError(f"{key}: {value!r} is not a SIP URI ({exc})") from None
+        if not isinstance(self.register_expires, int) or self.register_expires < 1:
+            raise ConfigError(f"register_expires: {self.register_expires!r} must be >= 1 second")
         if not 300 <= self.defer_status <= 699:
             raise ConfigError(f"defer_status: {self.defer_status} must be a final status 300-699")
 

@@ -18,6 +18,7 @@ __all__ = [
     "CallTimeout",
     "ConfigError",
     "MediaValueError",
+    "RegistrationError",
     "RtpParseError",
     "SdpError",
     "SdpNegotiationError",
@@ -153,3 +154,11 @@ class AuthenticationError(SipdError):
         self.status = status
         self.username = username
         self.realm = realm
+
+
+class RegistrationError(SipdError):
+    """A registrar refused or did not answer a REGISTER; ``status`` says which."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

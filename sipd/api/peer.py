@@ -21,6 +21,7 @@ from sipd.config import SipdConfig
 from sipd.errors import SipdError
 from sipd.session.coordinator import UnifiedCoordinator
 from sipd.session.interceptor import ISignalingHandler
+from sipd.session.registration import Registration
 from sipd.session.session import UnifiedSession
 from sipd.sip.uri import parse_uri
 
@@ -66,7 +67,17 @@ class SimplePeer:
         except SipdError:
             return defer.fail()
         d = UnifiedCoordinator.create(config, handler, reactor=reactor)
-        return d.addCallback(cls)
+        peer_d: defer.Deferred[SimplePeer] = d.addCallback(cls)
+        if config.registrar:
+
+            def register(peer: SimplePeer) -> defer.Deferred[SimplePeer]:
+                # A peer whose registration fails is closed, not left bound.
+                return peer.register().addCallbacks(
+                    lambda _: peer, lambda f: peer.close().addBoth(lambda _: f)
+                )
+
+            peer_d.addCallback(register)
+        return peer_d
 
     @classmethod
     def from_uri(cls, uri: str, **settings: Any) -> defer.Deferred[SimplePeer]:
@@ -101,8 +112,6 @@ class SimplePeer:
         ``await call.wait_for_answer()`` to know how it went. ``headers`` are
         added to the INVITE.
         """
-        if ":" not in target.split("@")[0]:
-            target = f"sip:{target}"
         try:
             session = self.coordinator.create_outgoing_call(
                 target, headers=list((headers or {}).items())
@@ -113,6 +122,24 @@ class SimplePeer:
         if not session.is_ended:
             self._calls[call.id] = call
         return defer.succeed(call)
+
+    def register(
+        self,
+        registrar: str | None = None,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        expires: int | None = None,
+    ) -> defer.Deferred[Registration]:
+        """Register at ``registrar`` (default: the one given to ``create``).
+
+        Fires with the :class:`Registration` on the registrar's 200; it is
+        refreshed before it expires and removed by :meth:`close`. Fails with
+        :class:`~sipd.errors.AuthenticationError` for wrong credentials.
+        """
+        return self.coordinator.register(
+            registrar, username=username, password=password, expires=expires
+        )
 
     def wait_for_incoming(self) -> defer.Deferred[IncomingCall]:
         """Fires with the next incoming call (cancelled ones are skipped)."""

@@ -32,14 +32,16 @@ from sipd.session.interceptor import (
 )
 from sipd.session.machine import MachineFactory
 from sipd.session.media_adapter import MediaAdapter
+from sipd.session.registration import Registration
 from sipd.session.registry import SessionRegistry
 from sipd.session.session import ACTIONS, GUARDS, UnifiedSession
 from sipd.session.state_table import Role, StateTable, load_state_table
 from sipd.session.store import SessionStore
 from sipd.sip.address import NameAddr
+from sipd.sip.auth import DigestClient
 from sipd.sip.message import Request, Response
 from sipd.sip.transaction import ServerTransaction, TimerConfig, TransactionLayer
-from sipd.sip.uri import parse_uri
+from sipd.sip.uri import Uri, parse_uri
 from sipd.transport.udp import SipDatagramProtocol
 
 __all__ = ["UnifiedCoordinator"]
@@ -103,6 +105,11 @@ class UnifiedCoordinator:
         #: Called with each session when it ends (the daemon writes a CDR).
         self.on_session_end: list[Callable[[UnifiedSession], None]] = []
         self.closed = False
+        self.registrations: list[Registration] = []
+        self.outbound_proxy: Uri | None = _sip_uri(config.outbound_proxy)
+        self.registrar: Uri | None = _sip_uri(config.registrar)
+        if config.password:
+            self.dialogs.auth = DigestClient(config.username or config.name, config.password)
 
     # -- lifecycle --------------------------------------------------------------------
     @classmethod
@@ -137,6 +144,64 @@ class UnifiedCoordinator:
         self.layer = TransactionLayer(self.clock, self.transport.send, self.dialogs, timers)
         self.transport.set_handler(self.layer.receive)
         self.dialogs.attach(self.layer, self, port)
+        self.dialogs.outbound_proxy = self.outbound_proxy
+
+    # -- registration -------------------------------------------------------------------
+    def register(
+        self,
+        registrar: str | None = None,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        aor: str | None = None,
+        expires: int | None = None,
+    ) -> defer.Deferred[Registration]:
+        """Register at ``registrar`` (default: the configured one); fires on 200.
+
+        The address-of-record defaults to ``sip:<username or name>@<registrar
+        host>``. The credentials also answer 401/407 challenges to our INVITEs
+        and BYEs. Fails with :class:`~sipd.errors.AuthenticationError` on wrong
+        credentials; see :class:`Registration` for refresh and back-off.
+        """
+        config = self.config
+        try:
+            target = _sip_uri(registrar) or self.registrar
+            if target is None:
+                raise ConfigError("register() needs a registrar URI (or the registrar setting)")
+            user = username or config.username or config.name
+            secret = password if password is not None else config.password
+            aor_uri = _sip_uri(aor) if aor else Uri(scheme="sip", host=target.host, user=user)
+            assert aor_uri is not None
+        except Exception:
+            return defer.fail()
+        if self.registrar is None:
+            self.registrar = target
+        if secret:
+            self.dialogs.auth = DigestClient(user, secret)
+        registration = Registration(
+            self,
+            target,
+            aor_uri,
+            username=user,
+            password=secret,
+            expires=expires or config.register_expires,
+        )
+        self.registrations.append(registration)
+        return registration.start()
+
+    def route_for(self, target: Uri) -> Uri | None:
+        """The proxy an outgoing INVITE to ``target`` goes through, if any.
+
+        The outbound proxy when configured; else the registrar when the target
+        is a user at the registrar's domain.
+        """
+        if self.outbound_proxy is not None:
+            return self.outbound_proxy
+        registrar = self.registrar
+        same_domain = registrar is not None and target.host.lower() == registrar.host.lower()
+        if same_domain and registrar is not None and target.port in (None, registrar.port):
+            return registrar
+        return None
 
     @property
     def port(self) -> int:
@@ -147,6 +212,24 @@ class UnifiedCoordinator:
     def uri(self) -> str:
         """Our own SIP URI."""
         return str(self.dialogs.local_uri())
+
+    def target_uri(self, target: str) -> Uri:
+        """The URI to call for ``target``.
+
+        Accepts a full URI, ``user@host[:port]``, or a plain number or name,
+        which becomes a user at the registrar's domain.
+        """
+        text = target.strip().strip("<>")
+        if ":" not in text.split("@")[0]:
+            if "@" not in text:
+                if self.registrar is None:
+                    raise CallStateError(
+                        f"cannot call {target!r}: a plain number needs a registrar "
+                        "(or give a full URI such as sip:bob@127.0.0.1:5061)"
+                    )
+                text = f"{text}@{self.registrar.host}"
+            text = f"sip:{text}"
+        return parse_uri(text, require_supported=False)
 
     def machine_factory(self, role: Role) -> MachineFactory:
         return self._factories[role]
@@ -165,11 +248,13 @@ class UnifiedCoordinator:
             return defer.succeed(None)
         self.closed = True
         self.dialogs.accepting = False
+        unregistered = [r.stop() for r in self.registrations]
+        self.registrations = []
         for invite in list(self.interceptor.pending.values()):
             if not invite.answered and not invite.cancelled:
                 invite.reject(503, "Service Unavailable")
         self.interceptor.cancel_all()
-        ends = [s.hangup() for s in self.store]
+        ends = [s.hangup() for s in self.store] + unregistered
         done: defer.Deferred[None] = defer.Deferred()
         if ends:
 
@@ -214,7 +299,7 @@ class UnifiedCoordinator:
         """Place a call to ``target`` (a SIP URI); returns its session at once."""
         if self.closed:
             raise CallStateError("this UA is closed; create a new one to place calls")
-        uri = parse_uri(target.strip("<>"), require_supported=False)
+        uri = self.target_uri(target)
         if uri.scheme == "tel":
             raise CallStateError(
                 f"cannot call {target!r} directly: tel URIs need a proxy (not configured)"
@@ -227,6 +312,7 @@ class UnifiedCoordinator:
             self, Role.UAC, remote_uri=str(uri), local_uri=self.uri, target=uri
         )
         session.extra_headers = list(headers or ())
+        session.proxy = self.route_for(uri)
         self.store.add(session)
         self.metrics.inc("sipd_calls_started_total", direction="outgoing")
         session.fire("MakeCall")
@@ -406,3 +492,12 @@ def _outcome(session: UnifiedSession) -> str:
     if isinstance(failure, CallTimeout):
         return "timeout"
     return "failed"
+
+
+def _sip_uri(text: str | None) -> Uri | None:
+    if not text:
+        return None
+    text = text.strip().strip("<>")
+    if ":" not in text.split("@")[0]:
+        text = f"sip:{text}"
+    return parse_uri(text, require_supported=False)

@@ -30,6 +30,7 @@ from sipd.config import SipdConfig
 from sipd.errors import CallFailed
 from sipd.metrics import Metrics
 from sipd.sip.address import NameAddr
+from sipd.sip.auth import DigestClient
 from sipd.sip.dialog import Dialog, DialogRole, DialogState
 from sipd.sip.errors import BadRequest, SipParseError
 from sipd.sip.headers import Headers
@@ -190,6 +191,10 @@ class DialogAdapter:
         # retransmitted because our ACK was lost still gets one. Bounded.
         self._ack_cache: OrderedDict[tuple[str, str, str], tuple[bytes, Addr]] = OrderedDict()
         self.accepting = True
+        #: Credentials for INVITE/BYE challenged with 401/407 (set by register()).
+        self.auth: DigestClient | None = None
+        #: Requests outside dialogs go here first (RFC 3261 §8.1.2), when set.
+        self.outbound_proxy: Uri | None = None
 
     # -- plumbing ---------------------------------------------------------------
     def attach(self, layer: TransactionLayer, sink: DialogEventSink, local_port: int) -> None:
@@ -206,6 +211,16 @@ class DialogAdapter:
     @property
     def host(self) -> str:
         return self.config.contact_host
+
+    @property
+    def hostport(self) -> str:
+        """``host:port`` for our Via and Contact."""
+        return self._hostport
+
+    def resolve(self, uri: Uri) -> Addr:
+        """Where to send a request for ``uri``: its maddr or host, and port."""
+        host = uri.param("maddr") or uri.host
+        return resolve_host(host), uri.default_port
 
     @property
     def _hostport(self) -> str:
@@ -247,9 +262,15 @@ class DialogAdapter:
         *,
         from_addr: NameAddr | None = None,
         extra_headers: list[tuple[str, str]] | None = None,
+        proxy: Uri | None = None,
     ) -> CallLeg:
-        """Send an INVITE with ``sdp`` to ``target``; returns the new leg."""
-        dest = (resolve_host(target.host), target.default_port)
+        """Send an INVITE with ``sdp`` to ``target``; returns the new leg.
+
+        With a ``proxy`` (or a configured outbound proxy) the INVITE goes
+        there with a loose-routing Route header; otherwise to the target.
+        """
+        proxy = proxy or self.outbound_proxy
+        dest = self.resolve(proxy if proxy is not None else target)
         call_id = f"{secrets.token_hex(10)}@{self.host}"
         local_tag = secrets.token_hex(6)
         local = from_addr or NameAddr(self.local_uri())
@@ -262,6 +283,8 @@ class DialogAdapter:
         h.add("Call-ID", call_id)
         h.add("CSeq", f"{secrets.randbelow(2**16) + 1} INVITE")
         h.add("Contact", self.contact)
+        if proxy is not None:
+            h.add("Route", f"<{proxy.replace(user=None).with_param('lr')}>")
         self._add_common(h)
         for name, value in extra_headers or ():
             h.add(name, value)
@@ -270,14 +293,29 @@ class DialogAdapter:
         leg = CallLeg(DialogRole.UAC, call_id, local_tag, request)
         leg.dest = dest
         self.legs[leg.key] = leg
+        self._send_invite(leg, request)
+        return leg
+
+    def _send_invite(self, leg: CallLeg, request: Request) -> None:
+        leg.invite = request
         leg.client_txn = self._layer.send_request(
             request,
-            dest,
-            lambda response: self._invite_response(leg, response),
+            leg.dest,
+            lambda response: (
+                self._invite_response(leg, response) if leg.invite is request else None
+            ),
             lambda: self._invite_timeout(leg, 408, "Request Timeout"),
             lambda error: self._invite_timeout(leg, 503, f"Transport Error: {error}"),
         )
-        return leg
+
+    def _authorized_retry(self, request: Request, response: Response) -> Request | None:
+        """The request again with credentials for a 401/407, or None to give up."""
+        if self.auth is None or response.status not in (401, 407):
+            return None
+        retry = self.auth.authorize(request, response, branch=new_branch())
+        if retry is not None:
+            self.metrics.inc("sipd_sip_auth_retries_total", method=request.method)
+        return retry
 
     def _invite_response(self, leg: CallLeg, response: Response) -> None:
         status = response.status
@@ -300,6 +338,11 @@ class DialogAdapter:
             self._invite_2xx(leg, response)
             return
         if leg.final_status is None:
+            if not leg.cancel_requested:
+                retry = self._authorized_retry(leg.invite, response)
+                if retry is not None:
+                    self._send_invite(leg, retry)
+                    return
             leg.final_status = status
             self._emit(leg, "Rejected", response=response, status=status, reason=response.reason)
 
@@ -391,13 +434,26 @@ class DialogAdapter:
         def done(status: int | None) -> None:
             self._emit(leg, "ByeCompleted", status=status)
 
-        self._layer.send_request(
-            request,
-            dest,
-            lambda r: None if r.status < 200 else done(r.status),
-            lambda: done(408),
-            lambda e: done(503),
-        )
+        def response(sent: Request, r: Response) -> None:
+            if r.status < 200:
+                return
+            retry = self._authorized_retry(sent, r)
+            if retry is not None:
+                send(retry)
+            else:
+                done(r.status)
+
+        def send(bye: Request) -> None:
+            dialog.local_seq = max(dialog.local_seq, bye.cseq.number)
+            self._layer.send_request(
+                bye,
+                dest,
+                lambda r: response(bye, r),
+                lambda: done(408),
+                lambda e: done(503),
+            )
+
+        send(request)
 
     # -- UAS -----------------------------------------------------------------------
     def ringing(self, leg: CallLeg, status: int = 180) -> None:

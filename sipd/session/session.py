@@ -87,6 +87,8 @@ class UnifiedSession:
         self.failure: CallError | None = None
         self.offer_to_application = True
         self.extra_headers: list[tuple[str, str]] = []
+        #: The proxy the INVITE goes through (None: straight to the target).
+        self.proxy: Uri | None = None
         self.created_at = coordinator.clock.seconds()
         self.answered_at: float | None = None
         self.ended_at: float | None = None
@@ -438,7 +440,7 @@ def _send_invite(s: UnifiedSession, event: Event) -> None:
     coordinator = s.coordinator
     try:
         s.leg = coordinator.dialogs.invite(
-            s.target, s.local_sdp.to_bytes(), extra_headers=s.extra_headers
+            s.target, s.local_sdp.to_bytes(), extra_headers=s.extra_headers, proxy=s.proxy
         )
     except CallError as exc:
         s.machine.fire("InviteTimeout", status=503, reason=str(exc), error=exc)
