@@ -21,7 +21,7 @@ import secrets
 import socket
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -45,6 +45,9 @@ from sipd.sip.transaction import (
     new_branch,
 )
 from sipd.sip.uri import Uri
+
+if TYPE_CHECKING:
+    from sipd.session.registrar import Registrar
 
 __all__ = [
     "ALLOWED_METHODS",
@@ -195,6 +198,10 @@ class DialogAdapter:
         self.auth: DigestClient | None = None
         #: Requests outside dialogs go here first (RFC 3261 §8.1.2), when set.
         self.outbound_proxy: Uri | None = None
+        #: The daemon's registrar: answers REGISTER (405 without one).
+        self.registrar: Registrar | None = None
+        #: Challenge new INVITEs with the registrar's digest auth.
+        self.authenticate_invites = False
 
     # -- plumbing ---------------------------------------------------------------
     def attach(self, layer: TransactionLayer, sink: DialogEventSink, local_port: int) -> None:
@@ -553,6 +560,8 @@ class DialogAdapter:
             self._new_invite(request, source, txn)
         elif method == "OPTIONS":
             txn.respond(self._options_response(request))
+        elif method == "REGISTER" and self.registrar is not None:
+            self.registrar.handle(request, source, txn)
         elif method in ("BYE", "INVITE"):
             self._in_dialog(request, txn, to_tag)
         elif method in _KNOWN_METHODS:
@@ -589,6 +598,9 @@ class DialogAdapter:
             response.headers.add("Retry-After", "30")
             txn.respond(response)
             return
+        registrar = self.registrar if self.authenticate_invites else None
+        if registrar is not None and registrar.authenticate(request, txn) is None:
+            return  # challenged (401); the caller retries with credentials
         contacts = self._contacts_or_400(request, txn)
         if contacts is None:
             return
