@@ -1,0 +1,492 @@
+"""Media load: N concurrent G.711 calls between two sipd processes, audio both ways.
+
+Run: ``.venv/bin/python bench/media.py`` (200 calls for 30 s), ``--calls N``,
+``--duration S``, or ``--quick`` (20 calls for 3 s). ``--profile`` runs both
+processes under cProfile and prints where their time went.
+
+How it measures. This script starts two processes of itself on 127.0.0.1: a
+*callee* that answers every call and a *caller* that places N calls to it.
+Once every call is up, each call on both sides sends a 20 ms frame with
+``await call.send_audio(frame)`` in a loop and reads what arrives with
+``await call.recv_audio()``, as an application would. The Deferred of
+``send_audio`` fires when the frame is on the wire, so the time between two
+of its firings is the interval between two sent packets of that call; both
+processes record every such interval. Over a window with all N calls
+streaming, each process reports its CPU (``getrusage`` user + system time over
+wall time), the RTP packets per second it sent and received, and per call
+the RTP loss seen in sequence numbers plus packets the jitter buffer dropped
+as late (``call.stats()``). The caller streams for the duration, then hangs up.
+
+Diagnostics, to tell sipd's own delays from the machine's: how late each
+media-clock tick started and how long it ran, the slots the clock missed,
+GC pauses, and how often the OS preempted the process; plus a third *probe*
+process that only runs a 20 ms timer during the run, whose interval
+percentiles show how punctual the machine lets an idle process be.
+
+Output: one table per process, then the last line
+``RESULT max_calls=<N> p99_interval_ms=<X>``: N counts the calls that lost
+no packet in either direction, X is the worse of the two processes' 99th
+percentile send interval. The target is 200 calls, no loss, p99 < 25 ms and
+each process under one core (CPU < 100 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import gc
+import io
+import json
+import os
+import pstats
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+#: RTP port ranges per role: a pair per call plus room for busy ports.
+CALLEE_MEDIA_BASE = 44000
+CALLER_MEDIA_BASE = 52000
+#: Calls are placed this many at a time (each batch is answered before the next).
+BATCH = 25
+#: Seconds each process may take to set up its calls before the run is abandoned.
+SETUP_BUDGET_S = 60.0
+
+
+# -- one process's measurements -----------------------------------------------------------
+class Meter:
+    """Send intervals, packet counters and CPU of one process over its window."""
+
+    def __init__(self) -> None:
+        self.intervals_ms: list[float] = []
+        self.frames_received = 0
+        self.window: dict[str, float] = {}
+        self.gc_pauses_ms: list[float] = []
+        self._gc_start = 0.0
+        #: The media clock of the process (its count of missed 20 ms slots).
+        self.media_clock: Any = None
+        #: Per 20 ms slot: how late the clock's tick started, how long it ran.
+        self.tick_late_ms: list[float] = []
+        self.tick_run_ms: list[float] = []
+        gc.callbacks.append(self._gc)
+
+    def watch_clock(self, clock: Any, reactor: Any) -> None:
+        """Time every tick of the process's media clock (before its first call)."""
+        self.media_clock = clock
+        tick = clock._tick
+
+        def timed(count: int) -> None:
+            start = time.perf_counter()
+            loop = clock._loop
+            if loop is not None and loop.starttime is not None and "t0" in self.window:
+                late = (reactor.seconds() - loop.starttime) % clock.interval
+                self.tick_late_ms.append(late * 1000.0)
+            tick(count)
+            if "t0" in self.window:
+                self.tick_run_ms.append((time.perf_counter() - start) * 1000.0)
+
+        clock._tick = timed
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        elif "t0" in self.window and "t1" not in self.window:
+            self.gc_pauses_ms.append((time.perf_counter() - self._gc_start) * 1000.0)
+
+    def _sample(self, suffix: str, calls: list[Any]) -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.window["t" + suffix] = time.monotonic()
+        self.window["cpu" + suffix] = usage.ru_utime + usage.ru_stime
+        self.window["packets" + suffix] = _packets(calls)
+        # Involuntary context switches: the OS took the CPU away (other load).
+        self.window["preempted" + suffix] = usage.ru_nivcsw
+        clock = self.media_clock
+        self.window["late_slots" + suffix] = clock.late_slots if clock is not None else 0
+
+    def open_window(self, calls: list[Any]) -> None:
+        self.intervals_ms.clear()  # only intervals with every call streaming count
+        self.tick_late_ms.clear()
+        self.tick_run_ms.clear()
+        self._sample("0", calls)
+
+    def close_window(self, calls: list[Any]) -> None:
+        self._sample("1", calls)
+
+    def report(self, role: str, calls: list[Any], final: list[dict[str, Any]]) -> dict[str, Any]:
+        w = self.window
+        span = max(w.get("t1", 0.0) - w.get("t0", 0.0), 1e-9)
+        intervals = np.asarray(self.intervals_ms or [0.0])
+        return {
+            "role": role,
+            "calls": len(calls),
+            "window_s": span,
+            "cpu_pct": 100.0 * (w.get("cpu1", 0.0) - w.get("cpu0", 0.0)) / span,
+            "packets_per_s": (w.get("packets1", 0.0) - w.get("packets0", 0.0)) / span,
+            "intervals": len(self.intervals_ms),
+            "p50_ms": float(np.percentile(intervals, 50)),
+            "p99_ms": float(np.percentile(intervals, 99)),
+            "max_ms": float(intervals.max()),
+            "over_25ms": int((intervals > 25.0).sum()),
+            "late_slots": w.get("late_slots1", 0.0) - w.get("late_slots0", 0.0),
+            "preempted": w.get("preempted1", 0.0) - w.get("preempted0", 0.0),
+            "gc_pauses": len(self.gc_pauses_ms),
+            "gc_max_ms": max(self.gc_pauses_ms, default=0.0),
+            "tick_late_ms": _percentiles(self.tick_late_ms),
+            "tick_run_ms": _percentiles(self.tick_run_ms),
+            "frames_received": self.frames_received,
+            "per_call": final,
+        }
+
+
+def _percentiles(values: list[float]) -> list[float]:
+    """p50, p99 and max of ``values`` (zeros when empty)."""
+    if not values:
+        return [0.0, 0.0, 0.0]
+    array = np.asarray(values)
+    return [float(np.percentile(array, 50)), float(np.percentile(array, 99)), float(array.max())]
+
+
+def _packets(calls: list[Any]) -> float:
+    total = 0
+    for call in calls:
+        s = call.stats()
+        total += int(s.get("packets_sent", 0)) + int(s.get("packets_received", 0))
+    return float(total)
+
+
+def _call_summary(call: Any) -> dict[str, Any]:
+    s = call.stats()
+    return {
+        "call_id": call.sip_call_id,
+        "sent": s.get("packets_sent", 0),
+        "received": s.get("packets_received", 0),
+        "lost": s.get("packets_lost", 0),
+        "late": s.get("late", 0),
+        "overflow": s.get("recv_queue_overflow", 0),
+    }
+
+
+async def _send(call: Any, frame: Any, frames: int | None, meter: Meter) -> None:
+    """Send ``frames`` frames (None: until the call ends), timing each one's departure."""
+    from sipd import CallStateError
+
+    last: float | None = None
+    sent = 0
+    try:
+        while frames is None or sent < frames:
+            await call.send_audio(frame)
+            now = time.monotonic()
+            if last is not None:
+                meter.intervals_ms.append((now - last) * 1000.0)
+            last = now
+            sent += 1
+    except CallStateError:
+        pass  # the other side hung up
+
+
+async def _receive(call: Any, meter: Meter) -> None:
+    while await call.recv_audio() is not None:
+        meter.frames_received += 1
+
+
+def _tone_frame() -> Any:
+    from sipd.media.tones import ToneGenerator
+
+    # 400 Hz is 8 whole cycles per 20 ms, so one frame repeats seamlessly.
+    return ToneGenerator(400).next_frame()
+
+
+async def run_caller(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from twisted.internet import defer
+
+    from sipd import SimplePeer
+
+    meter = Meter()
+    low = CALLER_MEDIA_BASE
+    peer = await SimplePeer.create(
+        "caller", 0, media_port_min=low, media_port_max=low + 4 * args.calls + 99
+    )
+    meter.watch_clock(peer.coordinator.media.clock_loop, reactor)
+    target = f"sip:callee@127.0.0.1:{args.target_port}"
+    calls: list[Any] = []
+
+    async def place() -> Any:
+        call = await peer.call(target)
+        await call.wait_for_answer()
+        return call
+
+    for start in range(0, args.calls, BATCH):
+        batch = [defer.ensureDeferred(place()) for _ in range(min(BATCH, args.calls - start))]
+        calls += await defer.gatherResults(batch, consumeErrors=True)
+    frame = _tone_frame()
+    frames = round(args.duration * 50)
+    receiving = [defer.ensureDeferred(_receive(c, meter)) for c in calls]
+    meter.open_window(calls)
+    print("STREAMING", flush=True)
+    await defer.gatherResults([defer.ensureDeferred(_send(c, frame, frames, meter)) for c in calls])
+    meter.close_window(calls)
+    final = [_call_summary(c) for c in calls]
+    await defer.gatherResults([c.hangup() for c in calls], consumeErrors=True)
+    await defer.gatherResults(receiving, consumeErrors=True)
+    await peer.close()
+    return meter.report("caller", calls, final)
+
+
+async def run_callee(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from twisted.internet import defer
+
+    from sipd import SimplePeer
+
+    meter = Meter()
+    low = CALLEE_MEDIA_BASE
+    peer = await SimplePeer.create(
+        "callee", 0, media_port_min=low, media_port_max=low + 4 * args.calls + 99
+    )
+    meter.watch_clock(peer.coordinator.media.clock_loop, reactor)
+    print(f"READY {peer.port}", flush=True)
+    frame = _tone_frame()
+    calls: list[Any] = []
+    streams: list[defer.Deferred[Any]] = []
+    first_end: defer.Deferred[None] = defer.Deferred()
+
+    async def serve(incoming: Any) -> dict[str, Any]:
+        call = await incoming.accept()
+        calls.append(call)
+        receiving = defer.ensureDeferred(_receive(call, meter))
+        if len(calls) == args.calls:
+            meter.open_window(calls)
+        await _send(call, frame, None, meter)  # until the caller hangs up
+        if not first_end.called:
+            meter.close_window(calls)
+            first_end.callback(None)
+        summary = _call_summary(call)
+        await receiving
+        return summary
+
+    for _ in range(args.calls):
+        incoming = await peer.wait_for_incoming()
+        streams.append(defer.ensureDeferred(serve(incoming)))
+    final = await defer.gatherResults(streams, consumeErrors=True)
+    await peer.close()
+    return meter.report("callee", calls, final)
+
+
+async def run_probe(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """A process that only runs a 20 ms timer: how punctual this machine lets anyone be."""
+    from twisted.internet import task
+
+    ticks: list[float] = []
+    loop = task.LoopingCall(lambda: ticks.append(time.monotonic()))
+    loop.clock = reactor
+    loop.start(0.02)
+    await task.deferLater(reactor, args.duration, lambda: None)
+    loop.stop()
+    intervals = np.diff(np.asarray(ticks)) * 1000.0 if len(ticks) > 1 else np.zeros(1)
+    return {
+        "role": "probe",
+        "p50_ms": float(np.percentile(intervals, 50)),
+        "p99_ms": float(np.percentile(intervals, 99)),
+        "max_ms": float(intervals.max()),
+        "over_25ms": int((intervals > 25.0).sum()),
+        "intervals": len(intervals),
+    }
+
+
+def role_main(args: argparse.Namespace) -> int:
+    """Run one side under the reactor; print ``REPORT <json>`` at the end."""
+    from twisted.internet import defer, task
+
+    profiler = cProfile.Profile() if args.profile else None
+    outcome: dict[str, Any] = {}
+    code = 0
+
+    async def main(reactor: Any) -> None:
+        run = {"caller": run_caller, "callee": run_callee, "probe": run_probe}[args.role]
+        work = defer.ensureDeferred(run(reactor, args))
+        work.addTimeout(SETUP_BUDGET_S + args.duration + 30, reactor)
+        outcome.update(await work)
+
+    if profiler is not None:
+        profiler.enable()
+    try:
+        task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    if profiler is not None:
+        profiler.disable()
+        buffer = io.StringIO()
+        pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(25)
+        outcome["profile"] = buffer.getvalue()
+    if outcome:
+        print("REPORT " + json.dumps(outcome), flush=True)
+    return code
+
+
+# -- the orchestrator ----------------------------------------------------------------------
+def _spawn(args: argparse.Namespace, role: str, out: Path, *extra: str) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--role",
+        role,
+        "--calls",
+        str(args.calls),
+        "--duration",
+        str(args.duration),
+        *(["--profile"] if args.profile else []),
+        *extra,
+    ]
+    with out.open("wb") as sink:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink)
+
+
+def _wait_for(path: Path, prefix: str, proc: subprocess.Popen[bytes], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"no {prefix.strip()!r} line from {path.name}:\n{path.read_text()[-3000:]}")
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+def _zero_loss_calls(caller: dict[str, Any], callee: dict[str, Any]) -> int:
+    """Calls that lost nothing (no sequence gap, no late drop) on either side."""
+    far = {c["call_id"]: c for c in callee["per_call"]}
+    clean = 0
+    for near in caller["per_call"]:
+        other = far.get(near["call_id"])
+        if other is None:
+            continue
+        if near["lost"] + near["late"] + other["lost"] + other["late"] == 0:
+            clean += 1
+    return clean
+
+
+def _print_report(report: dict[str, Any], target: int) -> None:
+    per_call = report["per_call"]
+    lost = sum(c["lost"] for c in per_call)
+    late = sum(c["late"] for c in per_call)
+    overflow = sum(c["overflow"] for c in per_call)
+    sent = sum(c["sent"] for c in per_call)
+    received = sum(c["received"] for c in per_call)
+    print(
+        f"{report['role']:>6}: {report['calls']}/{target} calls, "
+        f"CPU {report['cpu_pct']:.1f} % over {report['window_s']:.1f} s, "
+        f"{report['packets_per_s']:.0f} packets/s (sent {sent}, received {received}), "
+        f"lost {lost}, late {late}, queue overflow {overflow}, "
+        f"send interval p50 {report['p50_ms']:.2f} ms p99 {report['p99_ms']:.2f} ms "
+        f"max {report['max_ms']:.2f} ms ({report['intervals']} intervals, "
+        f"{report['over_25ms']} over 25 ms)"
+    )
+    late, run = report["tick_late_ms"], report["tick_run_ms"]
+    print(
+        f"        media clock tick: started late by p50 {late[0]:.2f} / p99 {late[1]:.2f} ms, "
+        f"ran p50 {run[0]:.2f} / p99 {run[1]:.2f} / max {run[2]:.2f} ms"
+    )
+    print(
+        f"        media clock missed {report['late_slots']:.0f} slots; "
+        f"{report['gc_pauses']} GC pauses (max {report['gc_max_ms']:.1f} ms); "
+        f"preempted by the OS {report['preempted']:.0f} times"
+    )
+
+
+def orchestrate(args: argparse.Namespace) -> int:
+    budget = SETUP_BUDGET_S + args.duration + 60
+    with tempfile.TemporaryDirectory(prefix="sipd-bench-media-") as tmp:
+        callee_out, caller_out = Path(tmp) / "callee.out", Path(tmp) / "caller.out"
+        probe_out = Path(tmp) / "probe.out"
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            callee = _spawn(args, "callee", callee_out)
+            procs.append(callee)
+            port = _wait_for(callee_out, "READY ", callee, 30)
+            caller = _spawn(args, "caller", caller_out, "--target-port", port)
+            procs.append(caller)
+            # A control: an idle process's timer jitter while the calls stream.
+            _wait_for(caller_out, "STREAMING", caller, SETUP_BUDGET_S)
+            probe_args = argparse.Namespace(**{**vars(args), "duration": 0.8 * args.duration})
+            probe = _spawn(probe_args, "probe", probe_out)
+            procs.append(probe)
+            for proc in (caller, callee, probe):
+                proc.wait(max(1.0, budget))
+            reports = {
+                name: json.loads(_wait_for(out, "REPORT ", proc, 5))
+                for name, out, proc in (
+                    ("caller", caller_out, caller),
+                    ("callee", callee_out, callee),
+                    ("probe", probe_out, probe),
+                )
+            }
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"bench failed: {exc}", file=sys.stderr)
+            for out in (callee_out, caller_out, probe_out):
+                if out.exists():
+                    print(f"--- {out.name}\n{out.read_text()[-3000:]}", file=sys.stderr)
+            print("RESULT max_calls=0 p99_interval_ms=nan")
+            return 1
+        finally:
+            for proc in procs:
+                _kill(proc)
+    print(f"media bench: {args.calls} calls x {args.duration:g} s, 20 ms G.711 both ways")
+    for name in ("caller", "callee"):
+        _print_report(reports[name], args.calls)
+        if args.profile:
+            print(f"--- {name} profile\n{reports[name].get('profile', '')}")
+    probe = reports["probe"]
+    print(
+        f" probe: an idle process's 20 ms timer meanwhile: p50 {probe['p50_ms']:.2f} ms "
+        f"p99 {probe['p99_ms']:.2f} ms max {probe['max_ms']:.2f} ms "
+        f"({probe['over_25ms']} of {probe['intervals']} over 25 ms)"
+    )
+    clean = _zero_loss_calls(reports["caller"], reports["callee"])
+    p99 = max(reports["caller"]["p99_ms"], reports["callee"]["p99_ms"])
+    print(f"RESULT max_calls={clean} p99_interval_ms={p99:.2f}")
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--calls", type=int, default=int(os.environ.get("BENCH_CALLS", 200)))
+    parser.add_argument(
+        "--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 30))
+    )
+    parser.add_argument("--quick", action="store_true", help="20 calls for 3 s")
+    parser.add_argument("--profile", action="store_true", help="cProfile both processes")
+    parser.add_argument("--role", choices=["caller", "callee", "probe"], help=argparse.SUPPRESS)
+    parser.add_argument("--target-port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick and args.role is None:
+        args.calls, args.duration = 20, 3.0
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    if args.role is not None:
+        return role_main(args)
+    return orchestrate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
