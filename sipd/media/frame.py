@@ -74,6 +74,25 @@ class AudioFrame:
         if not isinstance(self.sample_rate, int) or self.sample_rate <= 0:
             raise MediaValueError(f"sample_rate must be a positive int, got {self.sample_rate!r}")
 
+    @classmethod
+    def trusted(
+        cls,
+        samples: NDArray[np.int16],
+        sample_rate: int = SAMPLE_RATE,
+        timestamp: int | None = None,
+        sequence: int | None = None,
+    ) -> AudioFrame:
+        """Build a frame from samples known to be mono int16, skipping the checks.
+
+        For sipd's own receive path, which decodes thousands of frames a second.
+        """
+        frame = object.__new__(cls)
+        object.__setattr__(frame, "samples", samples)
+        object.__setattr__(frame, "sample_rate", sample_rate)
+        object.__setattr__(frame, "timestamp", timestamp)
+        object.__setattr__(frame, "sequence", sequence)
+        return frame
+
     @property
     def duration(self) -> float:
         """Length of the frame in seconds."""

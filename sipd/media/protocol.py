@@ -10,6 +10,7 @@ times as slots were missed.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from twisted.internet import task
@@ -35,6 +36,7 @@ class RtpProtocol(DatagramProtocol):
     def __init__(self) -> None:
         self.stream: MediaStream | None = None
         self.received_early = 0
+        self._socket: Any = None
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         stream = self.stream
@@ -47,8 +49,27 @@ class RtpProtocol(DatagramProtocol):
             _log.failure("RTP packet from {addr} broke the media stream", addr=addr)
 
     def send(self, data: bytes, addr: Addr) -> None:
-        if self.transport is not None:
-            self.transport.write(data, addr)
+        """Send one RTP datagram straight to the socket.
+
+        ``transport.write`` re-checks the address on every call; RTP goes to
+        the same checked address 50 times a second, so the hot path skips it.
+        A full socket buffer drops the packet, as UDP would anyway.
+        """
+        sock = self._socket
+        if sock is None:
+            transport = self.transport
+            if transport is None:
+                return
+            sock = self._socket = getattr(transport, "socket", None)
+            if sock is None:
+                transport.write(data, addr)
+                return
+        with contextlib.suppress(BlockingIOError):
+            sock.sendto(data, addr)
+
+    def doStop(self) -> None:
+        self._socket = None
+        super().doStop()  # type: ignore[no-untyped-call]
 
 
 class RtcpProtocol(DatagramProtocol):
@@ -72,52 +93,71 @@ class RtcpProtocol(DatagramProtocol):
 
 
 class MediaClock:
-    """Ticks every registered stream every 20 ms from one ``LoopingCall``."""
+    """Ticks every registered stream every 20 ms from one ``LoopingCall``.
+
+    With ``phases`` > 1 the loop runs ``phases`` times per period and each
+    stream is ticked on one phase only (streams are spread evenly across
+    phases). Every stream still sends once per period, but the work of one
+    wake-up is 1/``phases`` of the calls, so a busy process keeps its wake-ups
+    short and misses fewer slots.
+    """
 
     def __init__(
-        self, clock: IReactorTime, interval: float = 0.02, rtcp_every: int = RTCP_EVERY
+        self,
+        clock: IReactorTime,
+        interval: float = 0.02,
+        rtcp_every: int = RTCP_EVERY,
+        phases: int = 1,
     ) -> None:
         self._clock = clock
         self.interval = interval
+        self.phases = max(1, phases)
         #: Slots between two RTCP reports of one stream.
         self.rtcp_every = max(1, rtcp_every)
-        self._streams: dict[MediaStream, int] = {}
+        # One group per phase: stream -> its RTCP offset.
+        self._groups: list[dict[MediaStream, int]] = [{} for _ in range(self.phases)]
         self._loop: task.LoopingCall | None = None
+        self._subslot = 0
         self.slots = 0
         self.late_slots = 0
 
     def add(self, stream: MediaStream) -> None:
         """Start pacing ``stream`` (RTCP reports staggered by arrival order)."""
-        self._streams[stream] = self.slots % self.rtcp_every
+        group = min(self._groups, key=len)
+        group[stream] = self.slots % self.rtcp_every
         if self._loop is None:
             loop = task.LoopingCall.withCount(self._tick)
             loop.clock = self._clock
             self._loop = loop
-            loop.start(self.interval, now=False).addErrback(
+            loop.start(self.interval / self.phases, now=False).addErrback(
                 lambda f: _log.failure("media clock stopped", f)
             )
 
     def remove(self, stream: MediaStream) -> None:
         """Stop pacing ``stream``; the loop stops with the last stream."""
-        self._streams.pop(stream, None)
-        if not self._streams and self._loop is not None:
+        for group in self._groups:
+            group.pop(stream, None)
+        if not any(self._groups) and self._loop is not None:
             loop, self._loop = self._loop, None
             if loop.running:
                 loop.stop()
 
     def __len__(self) -> int:
-        return len(self._streams)
+        return sum(len(g) for g in self._groups)
 
     def _tick(self, count: int) -> None:
         if count > 1:
             self.late_slots += count - 1
-        for _ in range(min(count, MAX_CATCH_UP)):
-            self.slots += 1
-            phase = self.slots % self.rtcp_every
-            for stream, offset in list(self._streams.items()):
+        for _ in range(min(count, MAX_CATCH_UP * self.phases)):
+            phase = self._subslot % self.phases
+            self._subslot += 1
+            if phase == 0:
+                self.slots += 1
+            slot = self.slots % self.rtcp_every
+            for stream, offset in list(self._groups[phase].items()):
                 try:
                     stream.tick()
-                    if phase == offset:
+                    if slot == offset:
                         stream.rtcp_report()
                 except Exception:
                     _log.failure("media stream tick failed")

@@ -112,6 +112,18 @@ class RtpPacket:
             _check_range("CSRC", c, 32)
         _check_range("padding length", self.padding, 8)
 
+    @staticmethod
+    def parse_simple(data: bytes) -> tuple[int, bool, int, int, int, bytes] | None:
+        """Fast path for the common packet (version 2, no padding, extension or CSRC).
+
+        Returns ``(payload_type, marker, sequence, timestamp, ssrc, payload)``,
+        or None when the packet needs the full :meth:`parse`.
+        """
+        if len(data) < RTP_HEADER_SIZE or data[0] != 0x80:
+            return None
+        _, b1, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
+        return b1 & 0x7F, bool(b1 & 0x80), sequence, timestamp, ssrc, data[RTP_HEADER_SIZE:]
+
     @classmethod
     def parse(cls, data: bytes) -> RtpPacket:
         """Parse one RTP datagram, checking every length before reading it."""
@@ -212,6 +224,23 @@ class RtpSender:
         self._marker = False
         self.advance(samples)
         return packet
+
+    def packetize_bytes(self, payload: bytes, samples: int = 160) -> bytes:
+        """Like :meth:`packetize`, straight to wire bytes (the per-packet hot path).
+
+        Builds the fixed 12-byte header with one ``struct.pack``; every field
+        comes from this sender's own state, so it needs no validation.
+        """
+        b1 = self.payload_type | (0x80 if self._marker else 0)
+        self._marker = False
+        ts = self.timestamp
+        data = _HEADER.pack(0x80, b1, self.sequence, ts, self.ssrc) + payload
+        self.sequence = (self.sequence + 1) & 0xFFFF
+        self.packet_count = (self.packet_count + 1) & 0xFFFFFFFF
+        self.octet_count = (self.octet_count + len(payload)) & 0xFFFFFFFF
+        self.last_timestamp = ts
+        self.timestamp = (ts + samples) & 0xFFFFFFFF
+        return data
 
     def packet_at(
         self, payload: bytes, *, timestamp: int, payload_type: int, marker: bool = False

@@ -171,6 +171,12 @@ class MediaStream:
         """Take 160 samples from the queue (padding the tail), firing finished frames."""
         if not self._queue:
             return None
+        head, head_d = self._queue[0]
+        if self._offset == 0 and len(head) == FRAME_SAMPLES:
+            # The common case: one whole 20 ms frame, no copy.
+            self._queue.popleft()
+            self._fire_after_send = [head_d] if head_d is not None else []
+            return head
         out = np.empty(FRAME_SAMPLES, dtype=np.int16)
         filled = 0
         done: list[defer.Deferred[None]] = []
@@ -225,8 +231,7 @@ class MediaStream:
             self.sender.resume(self._paused_samples)
             self._paused_samples = 0
         payload = g711.encode(self.codec, samples)
-        packet = self.sender.packetize(payload, FRAME_SAMPLES)
-        self._transmit(bytes(packet), remote, len(payload))
+        self._transmit(self.sender.packetize_bytes(payload, FRAME_SAMPLES), remote, len(payload))
         for d in self._fire_after_send:
             d.callback(None)
         self._fire_after_send = []
@@ -265,33 +270,39 @@ class MediaStream:
         if len(data) >= 2 and is_rtcp(data):
             self.rtcp_received(data, source)
             return
-        try:
-            packet = RtpPacket.parse(data)
-        except RtpParseError:
-            self.stats.dropped_malformed += 1
-            return
-        if not self._accept_source(packet.ssrc, source):
+        simple = RtpPacket.parse_simple(data)
+        if simple is not None:
+            pt, _marker, sequence, timestamp, ssrc, payload = simple
+        else:
+            try:
+                packet = RtpPacket.parse(data)
+            except RtpParseError:
+                self.stats.dropped_malformed += 1
+                return
+            pt, sequence, timestamp = packet.payload_type, packet.sequence, packet.timestamp
+            ssrc, payload = packet.ssrc, packet.payload
+        known = ssrc == self.remote_ssrc and source == self.remote
+        if not known and not self._accept_source(ssrc, source):
             self.stats.dropped_foreign += 1
             return
         stats = self.stats
         stats.packets_received += 1
-        stats.octets_received += len(packet.payload)
+        stats.octets_received += len(payload)
         reception = self.reception
-        if reception is None or reception.ssrc != packet.ssrc:
-            reception = self.reception = ReceptionStats(packet.ssrc)
-        reception.update(packet.sequence, packet.timestamp, self._now())
-        pt = packet.payload_type
-        if pt == self.dtmf_payload_type and pt is not None:
-            self._dtmf_packet(packet)
+        if reception is None or reception.ssrc != ssrc:
+            reception = self.reception = ReceptionStats(ssrc)
+        reception.update(sequence, timestamp, self._now())
+        if pt == self.payload_type:
+            pass
+        elif pt == self.dtmf_payload_type and pt is not None:
+            self._dtmf_payload(timestamp, payload)
             # An empty payload keeps the sequence space whole for the audio
             # jitter buffer; it is skipped on delivery.
             payload = b""
-        elif pt == self.payload_type:
-            payload = packet.payload
         else:
             stats.dropped_payload_type += 1
             payload = b""
-        for item in self.jitter.push(packet.sequence, packet.timestamp, payload):
+        for item in self.jitter.push(sequence, timestamp, payload):
             self._deliver(item.sequence, item.timestamp, item.payload)
 
     def _accept_source(self, ssrc: int, source: Addr) -> bool:
@@ -317,9 +328,9 @@ class MediaStream:
         self.remote = source
         self.remote_rtcp = (source[0], source[1] + 1)
 
-    def _dtmf_packet(self, packet: RtpPacket) -> None:
+    def _dtmf_payload(self, timestamp: int, payload: bytes) -> None:
         try:
-            digit = self.dtmf_receiver.receive(packet)
+            digit = self.dtmf_receiver.receive_payload(timestamp, payload)
         except Exception:
             self.stats.dropped_malformed += 1
             return
@@ -334,7 +345,7 @@ class MediaStream:
         if not self.receiving:
             return
         samples = g711.decode(self.codec, payload)
-        frame = AudioFrame(samples, SAMPLE_RATE, timestamp, sequence)
+        frame = AudioFrame.trusted(samples, SAMPLE_RATE, timestamp, sequence)
         for listener in self.frame_listeners:
             listener(frame)
 

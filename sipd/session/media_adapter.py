@@ -191,7 +191,7 @@ class MediaAdapter:
         self.clock = reactor
         self.ports = PortAllocator(config.media_port_min, config.media_port_max)
         self.clock_loop = MediaClock(
-            reactor, rtcp_every=max(1, round(config.rtcp_interval / _PTIME))
+            reactor, rtcp_every=max(1, round(config.rtcp_interval / _PTIME)), phases=4
         )
         self.sessions: dict[str, MediaSession] = {}
 
