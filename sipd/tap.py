@@ -8,6 +8,8 @@ naming the file, line and key.
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 from twisted.application import internet, service
@@ -17,7 +19,7 @@ from twisted.web.server import Site
 from sipd.daemon.config import DaemonConfig, load_config, parse_hostport
 from sipd.daemon.http import build_site_root
 from sipd.daemon.service import SipdService
-from sipd.errors import ConfigError
+from sipd.errors import ConfigError, StateTableError
 from sipd.handlers import find_handler_factory
 
 __all__ = ["Options", "makeService"]
@@ -64,10 +66,24 @@ class Options(usage.Options):
                 )
             changes["media_port_min"], changes["media_port_max"] = int(low), int(high)
         if self["state-table"]:
-            changes["state_table_path"] = self["state-table"]
+            if not os.path.exists(self["state-table"]):
+                raise ConfigError(f"--state-table: file {self['state-table']!r} does not exist")
+            changes["state_table_path"] = os.path.abspath(self["state-table"])
         if changes:
-            cfg.sip = sip.replace(**changes)
+            try:
+                cfg.sip = sip.replace(**changes)
+            except ConfigError as exc:
+                # Name the option, not the internal field, e.g. "--media-ports: 5000-4000 ...".
+                names = str(exc).partition(": ")[0].split("/")
+                options = {"media_port_min": "--media-ports", "media_port_max": "--media-ports"}
+                options.update(host="--listen", port="--listen", state_table_path="--state-table")
+                given = sorted({options.get(n, n) for n in names})
+                raise ConfigError(f"{', '.join(given)}: {str(exc).partition(': ')[2]}") from None
         if self["handler"]:
+            try:
+                find_handler_factory(self["handler"])
+            except ConfigError as exc:
+                raise ConfigError(f"--handler: {exc}".replace(" handler.name:", "")) from None
             cfg.handler = self["handler"]
         if self["http"]:
             if self["http"] in ("off", "none"):
@@ -86,6 +102,40 @@ class Options(usage.Options):
         return cfg
 
 
+class _GracefulTerm(service.Service):
+    """Make SIGTERM a normal stop: end calls gracefully, then exit with status 0.
+
+    Twisted's own SIGTERM handler remembers the signal and re-raises it once
+    the reactor has stopped, so even a clean shutdown would end with "killed
+    by SIGTERM" (status 143) and look like a crash to a supervisor. This
+    handler only stops the reactor; the services' stopService (503 to new
+    INVITEs, BYE/CANCEL to every call, the grace wait) still runs.
+    """
+
+    name = "sigterm"
+
+    def startService(self) -> None:
+        super().startService()
+        from twisted.internet import reactor
+
+        # After startup: the reactor installs its own handlers while starting.
+        reactor.callWhenRunning(self._install)
+
+    def _install(self) -> None:
+        from twisted.internet import reactor as _reactor
+
+        reactor: Any = _reactor  # needs IReactorCore and IReactorThreads
+        stopping = False
+
+        def stop() -> None:
+            nonlocal stopping
+            if not stopping:
+                stopping = True
+                reactor.stop()
+
+        signal.signal(signal.SIGTERM, lambda signum, frame: reactor.callFromThread(stop))
+
+
 def makeService(options: Options) -> service.MultiService:
     """The SIP service and, unless disabled, the HTTP status service."""
     cfg: DaemonConfig = options["daemon_config"]
@@ -93,8 +143,16 @@ def makeService(options: Options) -> service.MultiService:
     try:
         sipd_service = SipdService(cfg)
     except ConfigError as exc:
-        raise usage.UsageError(str(exc)) from None
+        # The handler checks its own settings; point at them in the file.
+        where = cfg.source
+        if cfg.handler_settings_line is not None:
+            where += f":{cfg.handler_settings_line}"
+        # twistd prints a UsageError from here as a traceback; exit plainly.
+        raise SystemExit(f"twistd sipd: {where}: {exc}") from None
+    except StateTableError as exc:
+        raise SystemExit(f"twistd sipd: state_table: {exc}") from None
     sipd_service.setServiceParent(top)
+    _GracefulTerm().setServiceParent(top)
     if cfg.http_host is not None:
         site = Site(build_site_root(sipd_service))
         http = internet.TCPServer(cfg.http_port, site, interface=cfg.http_host)

@@ -8,6 +8,7 @@ daemon's own settings (handler, HTTP address, shutdown grace).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from sipd.config import SipdConfig
 from sipd.errors import ConfigError
+from sipd.handlers import find_handler_factory
 
 __all__ = ["DaemonConfig", "load_config", "parse_config", "parse_hostport"]
 
@@ -33,6 +35,8 @@ class DaemonConfig:
     http_port: int = 8080
     grace: float = 10.0
     source: str = "<defaults>"
+    #: Line of ``handler.settings`` in :attr:`source`, for the handler's own errors.
+    handler_settings_line: int | None = None
 
 
 def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
@@ -44,19 +48,30 @@ def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
             raise ValueError(f"unterminated IPv6 address in {text!r}")
         host, rest = text[1:end], text[end + 1 :]
         if not rest:
-            return host, default_port
+            return _ip(host), default_port
         if not rest.startswith(":"):
             raise ValueError(f"junk after IPv6 address in {text!r}")
         port_text = rest[1:]
     elif text.count(":") == 1:
         host, port_text = text.split(":")
     elif ":" in text:
-        return text, default_port  # bare IPv6
+        return _ip(text), default_port  # bare IPv6
     else:
-        return text, default_port
+        return _ip(text), default_port
     if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
         raise ValueError(f"bad port {port_text!r} in {text!r}")
-    return host or "0.0.0.0", int(port_text)
+    return _ip(host) if host else "0.0.0.0", int(port_text)
+
+
+def _ip(host: str) -> str:
+    # Twisted binds IP literals only; catching a bad one here keeps the
+    # mistake a config error (file, line, key) instead of a traceback after
+    # the HTTP port is already bound.
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IPv4 or IPv6 address") from None
+    return host
 
 
 class _Checker:
@@ -211,7 +226,12 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
             sip["state_table_path"] = full
 
     def handler_name(node: Node, key: str) -> None:
-        cfg.handler = str(c.string(node, key))
+        name = str(c.string(node, key))
+        try:
+            find_handler_factory(name)
+        except ConfigError as exc:
+            raise c.fail(node, key, str(exc).removeprefix(f"{key}: ")) from None
+        cfg.handler = name
 
     def handler_settings(node: Node, key: str) -> None:
         if not isinstance(node, MappingNode):
@@ -219,6 +239,7 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
         value = yaml.safe_load(yaml.serialize(node))
         cfg.handler_settings = dict(value or {})
         cfg.handler_settings["_config_dir"] = base_dir
+        cfg.handler_settings_line = node.start_mark.line + 1
 
     each("handler", {"name": handler_name, "settings": handler_settings})
 
