@@ -8,6 +8,7 @@ follows that rule so ``From: sip:a@b;tag=1`` yields a tag.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 from sipd.sip.errors import BadRequest
@@ -25,6 +26,9 @@ from sipd.sip.grammar import (
 from sipd.sip.uri import Uri, parse_uri
 
 __all__ = ["NameAddr", "parse_name_addr"]
+
+# A quoted-string at the start of a value: ``\`` escapes the next character.
+_QUOTED_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,18 +78,11 @@ def parse_name_addr(value: str) -> NameAddr:
         raise BadRequest("empty address")
     display: str | None = None
     if text[0] == '"':
-        i = 1
-        while i < len(text):
-            if text[i] == "\\":
-                i += 2
-                continue
-            if text[i] == '"':
-                break
-            i += 1
-        else:
+        m = _QUOTED_RE.match(text)
+        if m is None:
             raise BadRequest(f"unterminated display name in {value!r}")
-        display = unquote(text[: i + 1])
-        text = text[i + 1 :].lstrip()
+        display = unquote(m.group())
+        text = text[m.end() :].lstrip()
         if not text.startswith("<"):
             raise BadRequest(f"display name without <URI> in {value!r}")
     lt = text.find("<")

@@ -115,12 +115,15 @@ def parse_params(text: str) -> Params:
     """Parse ``;name=value;flag`` (a leading ``;`` is optional)."""
     if not text:
         return ()
+    items = split_list(text, ";") if '"' in text or "<" in text else text.split(";")
     out: list[tuple[str, str | None]] = []
-    for item in split_list(text, ";"):
+    for item in items:
         name, eq, value = item.partition("=")
         name = name.strip().lower()
         if not name:
-            raise BadRequest(f"empty parameter name in {text!r}")
+            if eq:
+                raise BadRequest(f"empty parameter name in {text!r}")
+            continue  # an empty element such as the one before a leading ';'
         out.append((name, value.strip() if eq else None))
     return tuple(out)
 

@@ -283,7 +283,7 @@ class CSeq:
 def parse_cseq(value: str) -> CSeq:
     """Parse ``CSeq: 4711 INVITE`` (RFC 3261 §20.16: number below 2**31)."""
     parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit():
+    if len(parts) != 2 or not (parts[0].isascii() and parts[0].isdigit()):
         raise BadRequest(f"malformed CSeq {value!r}")
     number = int(parts[0])
     if number >= 2**31:

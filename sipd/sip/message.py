@@ -209,7 +209,7 @@ class Request(Message):
         if value is None:
             return 70
         value = value.strip()
-        if not value.isdigit() or int(value) > 255:
+        if not (value.isascii() and value.isdigit()) or int(value) > 255:
             raise BadRequest(f"malformed Max-Forwards {value!r}")
         return int(value)
 
@@ -294,6 +294,49 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
     raise BadRequest("message has no blank line after the headers")
 
 
+#: Header names as they arrive (trailing blanks included) -> (lookup key,
+#: canonical name). Almost every message repeats the same dozen spellings,
+#: so this saves validating and case-folding each name on every datagram.
+_NAME_CACHE: dict[str, tuple[str, str]] = {}
+_NAME_CACHE_MAX = 512
+
+
+def _header_name(raw: str) -> tuple[str, str]:
+    """Validate a raw header name and return its (key, canonical name)."""
+    name = raw.rstrip(" \t")
+    if not name or not is_token(name):
+        raise BadRequest(f"malformed header name {name[:40]!r}")
+    low = name.lower()
+    entry = (_KEY.get(low, low), canonical_name(name))
+    if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+        _NAME_CACHE[raw] = entry
+    return entry
+
+
+def _header_lines(lines: list[str]) -> list[tuple[str, str, str]]:
+    """Parse header lines one by one, joining folded continuation lines."""
+    items: list[tuple[str, str, str]] = []
+    append = items.append
+    names = _NAME_CACHE
+    for line in lines:
+        if not line:
+            continue
+        if line[0] in " \t":  # folded continuation (RFC 3261 §7.3.1)
+            if not items:
+                raise BadRequest("continuation line before the first header")
+            k, n, v = items[-1]
+            items[-1] = (k, n, f"{v} {line.strip()}")
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise BadRequest(f"malformed header line {line[:40]!r}")
+        entry = names.get(name)
+        if entry is None:
+            entry = _header_name(name)
+        append((entry[0], entry[1], value.strip()))
+    return items
+
+
 def parse_message(data: bytes) -> Request | Response:
     """Parse one datagram into a :class:`Request` or :class:`Response`.
 
@@ -310,30 +353,9 @@ def parse_message(data: bytes) -> Request | Response:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("header block is not valid UTF-8") from None
-    lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
-    start = lines[0]
-
-    items: list[tuple[str, str, str]] = []
-    append = items.append
-    key_of = _KEY
-    for line in lines[1:]:
-        if not line:
-            continue
-        if line[0] in " \t":  # folded continuation (RFC 3261 §7.3.1)
-            if not items:
-                raise BadRequest("continuation line before the first header")
-            k, n, v = items[-1]
-            items[-1] = (k, n, f"{v} {line.strip()}")
-            continue
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise BadRequest(f"malformed header line {line[:40]!r}")
-        name = name.rstrip()
-        if not name or not is_token(name):
-            raise BadRequest(f"malformed header name {name[:40]!r}")
-        low = name.lower()
-        key = key_of.get(low, low)
-        append((key, canonical_name(name), value.strip()))
+    sep = "\r\n" if "\r\n" in text else "\n"
+    start, _, rest = text.partition(sep)
+    items = _header_lines(rest.split(sep)) if rest else []
     headers = Headers._from_parsed(items)
 
     present = {k for k, _, _ in items}
@@ -344,7 +366,7 @@ def parse_message(data: bytes) -> Request | Response:
     content_length = None
     if _CONTENT_LENGTH_KEY in present:
         raw_length = headers.get("Content-Length", "") or ""
-        if not raw_length.isdigit():
+        if not (raw_length.isascii() and raw_length.isdigit()):
             raise BadRequest(f"malformed Content-Length {raw_length!r}")
         content_length = int(raw_length)
         if len(body) < content_length:
@@ -377,7 +399,7 @@ def _parse_status_line(start: str, headers: Headers, body: bytes) -> Response:
     if version.upper() != SIP_VERSION:
         raise VersionNotSupported(f"SIP version {version!r} not supported")
     code = parts[1]
-    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+    if len(code) != 3 or not (code.isascii() and code.isdigit()) or not 100 <= int(code) <= 699:
         raise BadRequest(f"bad status code {code!r}")
     reason = parts[2] if len(parts) == 3 else ""
     return Response(int(code), reason or REASON_PHRASES.get(int(code), ""), headers, body)

@@ -8,6 +8,7 @@ check in :mod:`sipd.sip.message`.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 from sipd.sip.errors import BadRequest, UnsupportedUriScheme
@@ -118,8 +119,17 @@ class Uri:
         return f"{self.scheme}:{user}{self.host.lower()}"
 
 
+# The everyday shape ``sip:user@host:port;params`` with plain characters, which
+# :func:`parse_uri` takes without the general walk. Anything else (escapes,
+# passwords, URI headers, IPv6, odd characters) goes the long way, which gives
+# the same answer for the inputs this pattern accepts.
+_SIMPLE_SIP_RE = re.compile(
+    r"(?:([A-Za-z0-9\-_.!~*'()&=+$,/]+)@)?([A-Za-z0-9\-.]+)(?::([0-9]{1,5}))?(;[^?\s<>\"@]*)?"
+)
+
+
 def _parse_port(text: str, uri: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise BadRequest(f"bad port {text!r} in URI {uri!r}")
     return int(text)
 
@@ -134,12 +144,30 @@ def _parse_tel(rest: str, text: str) -> Uri:
     return Uri(scheme="tel", host="", user=number, params=parse_params(params))
 
 
+#: Text -> parsed Uri. The same few URIs (our own address, the peers' AoRs
+#: and Contacts) arrive in almost every message, and a Uri is frozen, so one
+#: parse can be shared. Bounded: cleared when full. Failures are not cached.
+_URI_CACHE: dict[str, Uri] = {}
+_URI_CACHE_MAX = 2048
+
+
 def parse_uri(text: str, *, require_supported: bool = True) -> Uri:
     """Parse a SIP, SIPS or tel URI.
 
     Raises :class:`UnsupportedUriScheme` (416) for another scheme when
     ``require_supported`` is true, :class:`BadRequest` for bad syntax.
     """
+    uri = _URI_CACHE.get(text)
+    if uri is not None:
+        return uri
+    uri = _parse_uri(text, require_supported)
+    if len(_URI_CACHE) >= _URI_CACHE_MAX:
+        _URI_CACHE.clear()
+    _URI_CACHE[text] = uri
+    return uri
+
+
+def _parse_uri(text: str, require_supported: bool) -> Uri:
     scheme, colon, rest = text.partition(":")
     if not colon or not scheme:
         raise BadRequest(f"not a URI: {text!r}")
@@ -150,6 +178,18 @@ def parse_uri(text: str, *, require_supported: bool = True) -> Uri:
         raise BadRequest(f"unsupported URI scheme {scheme!r}")
     if scheme_l == "tel":
         return _parse_tel(rest, text)
+    m = _SIMPLE_SIP_RE.fullmatch(rest)
+    if m is not None:
+        simple_user, simple_host, port_text, ptext = m.groups()
+        if port_text is None or 0 < int(port_text) < 65536:
+            return Uri(
+                scheme_l,
+                simple_host,
+                simple_user,
+                None,
+                None if port_text is None else int(port_text),
+                parse_params(ptext) if ptext else (),
+            )
 
     headers: tuple[tuple[str, str], ...] = ()
     if "?" in rest:

@@ -18,6 +18,9 @@ __all__ = ["MAGIC_COOKIE", "Via", "parse_via", "response_address"]
 #: RFC 3261 §8.1.1.7: branches that start with this were made by a 3261 stack.
 MAGIC_COOKIE = "z9hG4bK"
 
+# The everyday ``SIP/2.0/UDP host:port;params`` with no stray blanks, taken
+# without the general walk; the general path gives the same answer for it.
+_SIMPLE_VIA_RE = re.compile(r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9\-.]+)(?::([0-9]{1,5}))?(;\S*)?")
 _PROTO_RE = re.compile(r"^\s*([^/\s]+)\s*/\s*([^/\s]+)\s*/\s*([^\s]+)\s+(.*)$", re.S)
 
 
@@ -53,7 +56,7 @@ class Via:
             return None
         if value == "":
             return True
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):
             raise BadRequest(f"bad rport value {value!r}")
         return int(value)
 
@@ -68,7 +71,7 @@ class Via:
         value = get_param(self.params, "ttl")
         if value is None:
             return None
-        if not value.isdigit() or int(value) > 255:
+        if not (value.isascii() and value.isdigit()) or int(value) > 255:
             raise BadRequest(f"bad ttl value {value!r}")
         return int(value)
 
@@ -90,6 +93,16 @@ class Via:
 
 def parse_via(value: str) -> Via:
     """Parse a single Via value (split a multi-valued header first)."""
+    fast = _SIMPLE_VIA_RE.fullmatch(value)
+    if fast is not None:
+        transport, host, port_text, ptext = fast.groups()
+        if port_text is None or 0 < int(port_text) < 65536:
+            return Via(
+                transport.upper(),
+                host,
+                None if port_text is None else int(port_text),
+                parse_params(ptext) if ptext else (),
+            )
     m = _PROTO_RE.match(value)
     if m is None:
         raise BadRequest(f"malformed Via {value!r}")
@@ -104,15 +117,20 @@ def parse_via(value: str) -> Via:
         host = sent_by[: end + 1]
         tail = sent_by[end + 1 :].strip()
         if tail:
-            if not tail.startswith(":") or not tail[1:].strip().isdigit():
+            port_text = tail[1:].strip()
+            if (
+                not tail.startswith(":")
+                or not (port_text.isascii() and port_text.isdigit())
+                or not 0 < int(port_text) < 65536
+            ):
                 raise BadRequest(f"malformed Via port in {value!r}")
-            port = int(tail[1:])
+            port = int(port_text)
     else:
         host, colon, port_text = sent_by.partition(":")
         host = host.strip()
         if colon:
             port_text = port_text.strip()
-            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
                 raise BadRequest(f"malformed Via port in {value!r}")
             port = int(port_text)
     if not host or " " in host:
