@@ -93,6 +93,34 @@ class Call:
         """End the call: BYE if answered, CANCEL if still ringing. Fires when ended."""
         return self.session.hangup()
 
+    # -- mid-call control ----------------------------------------------------------------
+    def hold(self) -> defer.Deferred[None]:
+        """Put the call on hold (re-INVITE with ``a=sendonly``); fires on the 2xx.
+
+        Fails with :class:`~sipd.errors.CallRejected` carrying the status if
+        the peer refuses; the previous SDP then stays in force.
+        """
+        return self.session.hold()
+
+    def resume(self) -> defer.Deferred[None]:
+        """Take the call off hold (re-INVITE with ``a=sendrecv``); fires on the 2xx."""
+        return self.session.resume()
+
+    def transfer(self, target: str) -> defer.Deferred[None]:
+        """Blind transfer (REFER, RFC 3515) of the other party to ``target``.
+
+        Fires when the other party reports the new call answered (this call
+        is then hung up); fails with the reported status otherwise.
+        """
+        return self.session.transfer(target)
+
+    def wait_for_transfer(self) -> defer.Deferred[Call]:
+        """Fires with the new :class:`Call` when the other party transfers us
+        (REFER) and the call to the transfer target is answered."""
+        return self.session.wait_for_transfer().addCallback(
+            lambda new: Call(new, CallDirection.OUTGOING)
+        )
+
     # -- audio -----------------------------------------------------------------------
     def send_audio(self, frame: AudioFrame) -> defer.Deferred[None]:
         """Queue ``frame`` for sending on the 20 ms clock; fires when it is on the wire.

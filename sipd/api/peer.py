@@ -38,6 +38,7 @@ class SimplePeer:
         self._waiters: list[defer.Deferred[IncomingCall]] = []
         coordinator.on_incoming = self._offered
         coordinator.on_session_end.append(self._ended)
+        coordinator.on_transfer.append(self._transferred)
 
     def __repr__(self) -> str:
         return f"<SimplePeer {self.uri}>"
@@ -181,6 +182,10 @@ class SimplePeer:
     def _track(self, call: Call) -> None:
         if not call.session.is_ended:
             self._calls[call.id] = call
+
+    def _transferred(self, old: UnifiedSession, new: UnifiedSession) -> None:
+        call = Call(new, CallDirection.OUTGOING)
+        self._calls[call.id] = call
 
     def _ended(self, session: UnifiedSession) -> None:
         self._calls.pop(CallId(session.id), None)

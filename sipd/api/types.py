@@ -49,6 +49,8 @@ STATE_MAP: dict[str, CallState] = {
     "OnHold": CallState.ON_HOLD,
     "Holding": CallState.ACTIVE,
     "Resuming": CallState.ON_HOLD,
+    "RemoteHold": CallState.ON_HOLD,
+    "Transferring": CallState.ACTIVE,
     "Cancelling": CallState.TERMINATING,
     "Terminating": CallState.TERMINATING,
     "Failing": CallState.TERMINATING,

@@ -40,7 +40,7 @@ from sipd.session.store import SessionStore
 from sipd.sip.address import NameAddr
 from sipd.sip.auth import DigestClient
 from sipd.sip.message import Request, Response
-from sipd.sip.transaction import ServerTransaction, TimerConfig, TransactionLayer
+from sipd.sip.transaction import TimerConfig, TransactionLayer
 from sipd.sip.uri import Uri, parse_uri
 from sipd.transport.udp import SipDatagramProtocol
 
@@ -104,6 +104,8 @@ class UnifiedCoordinator:
         self.on_incoming: Callable[[UnifiedSession], None] | None = None
         #: Called with each session when it ends (the daemon writes a CDR).
         self.on_session_end: list[Callable[[UnifiedSession], None]] = []
+        #: Called with (old, new) when a peer's REFER makes us place a new call.
+        self.on_transfer: list[Callable[[UnifiedSession, UnifiedSession], None]] = []
         self.closed = False
         self.registrations: list[Registration] = []
         self.outbound_proxy: Uri | None = _sip_uri(config.outbound_proxy)
@@ -376,15 +378,6 @@ class UnifiedCoordinator:
         elif isinstance(decision, Custom):
             decision.action(None)  # type: ignore[arg-type]
 
-    def reinvite(self, leg: CallLeg, request: Request, txn: ServerTransaction) -> None:
-        """Session refresh: answer with our current SDP (hold/codec change come later)."""
-        session_id = self.registry.session_by_dialog(leg.key)
-        session = self.store.get(session_id) if session_id else None
-        if session is None or session.local_sdp is None:
-            self.dialogs.answer_reinvite(leg, txn, 481, b"")
-            return
-        self.dialogs.answer_reinvite(leg, txn, 200, session.local_sdp.to_bytes())
-
     # -- InviteResponder -------------------------------------------------------------------
     def accept_invite(self, invite: InviteDetails, *, offer: bool) -> UnifiedSession:
         leg = invite.leg
@@ -442,6 +435,14 @@ class UnifiedCoordinator:
             # A failure (no common codec...) is already answered and recorded
             # on the session; nobody awaits this Deferred.
             self.clock.callLater(0, lambda: session.accept().addErrback(lambda f: None))
+
+    def offer_transfer(self, old: UnifiedSession, new: UnifiedSession) -> None:
+        """A REFER from ``old``'s peer made us place ``new``; tell the application."""
+        for listener in list(self.on_transfer):
+            try:
+                listener(old, new)
+            except Exception:
+                _log.failure("transfer listener failed")
 
     def session_ended(self, session: UnifiedSession) -> None:
         """Release everything the session held (the Cleanup action)."""

@@ -59,7 +59,9 @@ __all__ = [
 _log = Logger()
 
 #: Methods this UA implements, sent in Allow.
-ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS")
+ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "REFER", "NOTIFY")
+#: Methods handled only inside a dialog (outside one they get 405).
+_IN_DIALOG = frozenset({"BYE", "INVITE", "UPDATE", "REFER", "NOTIFY"})
 #: Methods we know but do not accept (405 with Allow); anything else gets 501.
 _KNOWN_METHODS = frozenset(
     {
@@ -87,9 +89,6 @@ class DialogEventSink(Protocol):
     def dialog_event(self, leg: CallLeg, event: str, **data: object) -> bool:
         """Deliver an event for ``leg``'s session; False if no session took it."""
 
-    def reinvite(self, leg: CallLeg, request: Request, txn: ServerTransaction) -> None:
-        """A re-INVITE inside an established dialog."""
-
 
 class CallLeg:
     """One INVITE usage: the transactions, the dialog and their timers."""
@@ -110,9 +109,11 @@ class CallLeg:
         "local_tag",
         "ok_bytes",
         "ok_deadline",
+        "ok_dest",
         "ok_interval",
         "ok_timer",
         "provisional",
+        "reinvite_pending",
         "role",
         "server_txn",
         "source",
@@ -135,6 +136,8 @@ class CallLeg:
         self.ok_timer: IDelayedCall | None = None
         self.ok_deadline: IDelayedCall | None = None
         self.ok_interval = 0.0
+        self.ok_dest: Addr | None = None
+        self.reinvite_pending = False
         self.provisional = False
         self.cancel_requested = False
         self.cancel_sent = False
@@ -497,10 +500,11 @@ class DialogAdapter:
 
     def _retransmit_ok(self, leg: CallLeg) -> None:
         leg.ok_timer = None
-        if leg.ok_bytes is None or leg.server_txn is None:
+        dest = leg.ok_dest or (leg.server_txn.dest if leg.server_txn is not None else None)
+        if leg.ok_bytes is None or dest is None:
             return
         self.metrics.inc("sipd_sip_2xx_retransmissions_total")
-        self._send_raw(leg.ok_bytes, leg.server_txn.dest)
+        self._send_raw(leg.ok_bytes, dest)
         leg.ok_interval = min(leg.ok_interval * 2, self._layer.timers.t2)
         leg.ok_timer = self.clock.callLater(leg.ok_interval, self._retransmit_ok, leg)
 
@@ -562,8 +566,10 @@ class DialogAdapter:
             txn.respond(self._options_response(request))
         elif method == "REGISTER" and self.registrar is not None:
             self.registrar.handle(request, source, txn)
-        elif method in ("BYE", "INVITE"):
+        elif method in _IN_DIALOG and to_tag is not None:
             self._in_dialog(request, txn, to_tag)
+        elif method == "BYE":
+            txn.respond(make_response(request, 481))
         elif method in _KNOWN_METHODS:
             response = make_response(request, 405, to_tag=to_tag or secrets.token_hex(4))
             response.headers.add("Allow", _ALLOW)
@@ -651,30 +657,200 @@ class DialogAdapter:
             txn.respond(response)
             self._emit(leg, "RemoteBye", request=request)
             return
-        # re-INVITE: a target refresh; the session decides on the offer.
+        method = request.method
+        if method == "NOTIFY":
+            self._notify_received(leg, request, txn)
+            return
+        if method == "REFER":
+            if not self._emit(leg, "ReferReceived", request=request, txn=txn):
+                txn.respond(make_response(request, 481))
+            return
+        # re-INVITE or UPDATE: a target refresh; the session decides on the offer.
         contacts = self._contacts_or_400(request, txn)
         if contacts is None:
             return
         if contacts:
             dialog.remote_target = contacts[0].uri
-        assert self.sink is not None
-        self.sink.reinvite(leg, request, txn)
+        if method == "UPDATE" and not request.body:
+            # A session-timer refresh without an offer: nothing changes.
+            txn.respond(make_response(request, 200))
+            return
+        if not self._emit(leg, "RemoteReinvite", request=request, txn=txn):
+            txn.respond(make_response(request, 481))
+
+    def _notify_received(self, leg: CallLeg, request: Request, txn: ServerTransaction) -> None:
+        """NOTIFY for our REFER (RFC 3515 §2.4.5): answer 200, pass the sipfrag status on."""
+        event = (request.headers.get("Event") or "").split(";", 1)[0].strip().lower()
+        if event != "refer":
+            txn.respond(make_response(request, 489, "Bad Event"))
+            return
+        txn.respond(make_response(request, 200))
+        status = _sipfrag_status(request.body)
+        state = (request.headers.get("Subscription-State") or "").split(";", 1)[0].strip()
+        self._emit(
+            leg,
+            "TransferProgress",
+            status=status,
+            terminated=state.lower() == "terminated",
+            request=request,
+        )
 
     def answer_reinvite(
-        self, leg: CallLeg, txn: ServerTransaction, status: int, sdp: bytes
+        self,
+        leg: CallLeg,
+        txn: ServerTransaction,
+        status: int,
+        sdp: bytes,
+        headers: list[tuple[str, str]] | None = None,
     ) -> None:
-        """Answer a re-INVITE (200 with our SDP, or an error status)."""
+        """Answer a re-INVITE or UPDATE (200 with our SDP, or an error status).
+
+        A 2xx to a re-INVITE is retransmitted until its ACK, as for the
+        initial INVITE (§13.3.1.4); UPDATE is a plain non-INVITE request.
+        """
+        request = txn.request
         if status >= 300:
-            txn.respond(make_response(txn.request, status))
+            response = make_response(request, status)
+            for name, value in headers or ():
+                response.headers.add(name, value)
+            txn.respond(response)
             return
-        response = make_response(txn.request, 200, body=sdp, content_type="application/sdp")
+        response = make_response(request, 200, body=sdp, content_type="application/sdp")
         response.headers.add("Contact", self.contact)
         self._add_common(response.headers)
         txn.respond(response)
+        if request.method == "INVITE":
+            self._stop_ok(leg)
+            leg.ok_bytes = response.to_bytes()
+            leg.ok_dest = txn.dest
+            timers = self._layer.timers
+            leg.ok_interval = timers.t1
+            leg.ok_timer = self.clock.callLater(leg.ok_interval, self._retransmit_ok, leg)
+            leg.ok_deadline = self.clock.callLater(timers.b, self._ok_timeout, leg)
+
+    # -- mid-call requests we send ---------------------------------------------------
+    def reinvite(self, leg: CallLeg, sdp: bytes) -> None:
+        """Send a re-INVITE with a new offer; ``ReinviteAnswered`` / ``ReinviteFailed`` follow.
+
+        A 491 (glare, §14.1) arrives as ``ReinviteGlare``; a 2xx is ACKed here
+        (and again for each retransmission).
+        """
+        dialog = leg.dialog
+        if dialog is None:
+            self._emit(leg, "ReinviteFailed", status=481, reason="No Dialog")
+            return
+        request = dialog.create_request(
+            "INVITE", self._via(), body=sdp, content_type="application/sdp"
+        )
+        self._add_common(request.headers)
+        leg.reinvite_pending = True
+        dest = self._next_hop_addr(dialog)
+        acked: list[bytes] = []
+
+        def response(sent: Request, r: Response) -> None:
+            if r.status < 200:
+                return
+            if r.status < 300:
+                if not acked:
+                    ack = dialog.create_request("ACK", self._via(), cseq=sent.cseq.number)
+                    acked.append(ack.to_bytes())
+                    leg.reinvite_pending = False
+                    self._send_raw(acked[0], dest)
+                    self._emit(leg, "ReinviteAnswered", response=r)
+                else:
+                    self._send_raw(acked[0], dest)
+                return
+            retry = self._authorized_retry(sent, r)
+            if retry is not None:
+                send(retry)
+                return
+            leg.reinvite_pending = False
+            event = "ReinviteGlare" if r.status == 491 else "ReinviteFailed"
+            self._emit(leg, event, status=r.status, reason=r.reason, response=r)
+
+        def failed(status: int, reason: str) -> None:
+            leg.reinvite_pending = False
+            self._emit(leg, "ReinviteFailed", status=status, reason=reason)
+
+        def send(req: Request) -> None:
+            dialog.local_seq = max(dialog.local_seq, req.cseq.number)
+            self._layer.send_request(
+                req,
+                dest,
+                lambda r: response(req, r),
+                lambda: failed(408, "Request Timeout"),
+                lambda e: failed(503, f"Transport Error: {e}"),
+            )
+
+        send(request)
+
+    def refer(self, leg: CallLeg, target: str) -> None:
+        """Send REFER (RFC 3515) asking the peer to call ``target``.
+
+        ``ReferAccepted`` or ``ReferRejected`` follow, then ``TransferProgress``
+        for each NOTIFY the peer sends.
+        """
+        dialog = leg.dialog
+        if dialog is None:
+            self._emit(leg, "ReferRejected", status=481, reason="No Dialog")
+            return
+        request = dialog.create_request("REFER", self._via())
+        h = request.headers
+        h.add("Refer-To", f"<{target}>")
+        h.add("Referred-By", f"<{self.local_uri()}>")
+        h.add("Contact", self.contact)
+        self._add_common(h)
+        dest = self._next_hop_addr(dialog)
+
+        def response(sent: Request, r: Response) -> None:
+            if r.status < 200:
+                return
+            retry = self._authorized_retry(sent, r)
+            if retry is not None:
+                send(retry)
+            elif r.status < 300:
+                self._emit(leg, "ReferAccepted", status=r.status)
+            else:
+                self._emit(leg, "ReferRejected", status=r.status, reason=r.reason)
+
+        def rejected(status: int, reason: str) -> None:
+            self._emit(leg, "ReferRejected", status=status, reason=reason)
+
+        def send(req: Request) -> None:
+            dialog.local_seq = max(dialog.local_seq, req.cseq.number)
+            self._layer.send_request(
+                req,
+                dest,
+                lambda r: response(req, r),
+                lambda: rejected(408, "Request Timeout"),
+                lambda e: rejected(503, str(e)),
+            )
+
+        send(request)
+
+    def notify_refer(self, leg: CallLeg, status: int, reason: str, *, final: bool) -> None:
+        """Tell the transferor how the referred call is going (RFC 3515 §2.4.4)."""
+        dialog = leg.dialog
+        if dialog is None or leg.ended:
+            return
+        body = f"SIP/2.0 {status} {reason}\r\n".encode()
+        request = dialog.create_request(
+            "NOTIFY", self._via(), body=body, content_type="message/sipfrag;version=2.0"
+        )
+        h = request.headers
+        h.add("Event", "refer")
+        h.add(
+            "Subscription-State",
+            "terminated;reason=noresource" if final else "active;expires=60",
+        )
+        h.add("Contact", self.contact)
+        self._layer.send_request(
+            request, self._next_hop_addr(dialog), lambda r: None, lambda: None, lambda e: None
+        )
 
     def ack_received(self, request: Request, source: Addr) -> None:
         leg = self._find_leg(request.call_id, request.to.tag)
-        if leg is None or leg.role is not DialogRole.UAS:
+        if leg is None:
             return
         if leg.ok_bytes is not None:
             self._stop_ok(leg)
@@ -718,3 +894,12 @@ class DialogAdapter:
         for leg in list(self.legs.values()):
             self.release(leg)
         self._uas_pending.clear()
+
+
+def _sipfrag_status(body: bytes) -> int | None:
+    """The status code of a ``message/sipfrag`` body such as ``SIP/2.0 200 OK``."""
+    line = body.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+    parts = line.split()
+    if len(parts) >= 2 and parts[0].upper() == "SIP/2.0" and parts[1].isdigit():
+        return int(parts[1])
+    return None

@@ -8,11 +8,12 @@ media adapters, and what comes back arrives later as another event.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
@@ -36,13 +37,18 @@ from sipd.sdp import (
     NegotiationResult,
     SessionDescription,
     build_offer,
+    is_remote_hold,
     negotiate_answer,
     parse_sdp,
     process_answer,
+    reoffer,
 )
+from sipd.session.interceptor import Accept
 from sipd.session.machine import Event, SessionMachine, Transition
 from sipd.session.state_table import Role
-from sipd.sip.message import Response
+from sipd.sip.address import parse_name_addr
+from sipd.sip.message import Request, Response, make_response
+from sipd.sip.transaction import ServerTransaction
 from sipd.sip.uri import Uri
 
 if TYPE_CHECKING:
@@ -96,6 +102,15 @@ class UnifiedSession:
         self._sdp_version = 1
         self._ring_timer: IDelayedCall | None = None
         self._hangup_pending = False
+        # Mid-call operations (hold/resume/transfer) waiting for their outcome.
+        self._op_waiters: list[defer.Deferred[None]] = []
+        self._pending_offer: SessionDescription | None = None
+        self._glare_timer: IDelayedCall | None = None
+        self._transfer_waiters: list[defer.Deferred[UnifiedSession]] = []
+        #: The peer-initiated REFER being served, and the call placed for it.
+        self._refer_txn: object = None
+        self.replacement: UnifiedSession | None = None
+        self.transferred_from: UnifiedSession | None = None
         self._pending: tuple[str, NegotiationResult | SdpError] | None = None
         self._answer_waiters: list[defer.Deferred[UnifiedSession]] = []
         self._end_waiters: list[defer.Deferred[None]] = []
@@ -240,6 +255,72 @@ class UnifiedSession:
             return defer.fail(CallStateError(f"reject needs a 3xx-6xx status, not {code}"))
         self.fire("Reject", code=code, reason=reason)
         return self.wait_for_end()
+
+    # -- mid-call control -------------------------------------------------------------
+    def _operation(
+        self,
+        event: str,
+        done_states: tuple[str, ...],
+        allowed: tuple[str, ...],
+        what: str,
+        **data: object,
+    ) -> defer.Deferred[None]:
+        if self.state in done_states:
+            return defer.succeed(None)
+        if self.state not in allowed:
+            return defer.fail(CallStateError(f"cannot {what} call {self.id} in state {self.state}"))
+        d: defer.Deferred[None] = defer.Deferred()
+        self._op_waiters.append(d)
+        self.fire(event, **data)
+        return d
+
+    def hold(self) -> defer.Deferred[None]:
+        """Put the call on hold (re-INVITE, a=sendonly); fires on the 2xx.
+
+        Fails with :class:`~sipd.errors.CallRejected` carrying the status when
+        the peer refuses; the previous SDP then stays in force.
+        """
+        return self._operation("Hold", ("OnHold",), ("Active", "RemoteHold", "Holding"), "hold")
+
+    def resume(self) -> defer.Deferred[None]:
+        """Take the call off hold (re-INVITE, a=sendrecv); fires on the 2xx."""
+        return self._operation("Resume", ("Active", "RemoteHold"), ("OnHold", "Resuming"), "resume")
+
+    def transfer(self, target: str) -> defer.Deferred[None]:
+        """Blind transfer (REFER): fires when the peer reports the new call answered.
+
+        The call is then hung up; fails with the status the peer reports
+        otherwise (and the call stays up).
+        """
+        try:
+            uri = self.coordinator.target_uri(target)
+        except Exception:
+            return defer.fail()
+        if self.state != "Active":
+            return defer.fail(
+                CallStateError(f"cannot transfer call {self.id} in state {self.state}")
+            )
+        d: defer.Deferred[None] = defer.Deferred()
+        self._op_waiters.append(d)
+        self.fire("Transfer", target=str(uri))
+        return d
+
+    def wait_for_transfer(self) -> defer.Deferred[UnifiedSession]:
+        """Fires with the new session when the peer transfers this call to someone
+        else (REFER) and the new call is answered."""
+        if self.replacement is not None and self.replacement.answered_at is not None:
+            return defer.succeed(self.replacement)
+        d: defer.Deferred[UnifiedSession] = defer.Deferred()
+        self._transfer_waiters.append(d)
+        return d
+
+    def _settle_ops(self, error: CallError | None) -> None:
+        waiters, self._op_waiters = self._op_waiters, []
+        for d in waiters:
+            if error is None:
+                self._post.append(partial(d.callback, None))
+            else:
+                self._post.append(partial(d.errback, error))
 
     # -- media ---------------------------------------------------------------------
     def _media_session(self) -> MediaSession:
@@ -396,6 +477,12 @@ class UnifiedSession:
         self.fire("RingTimeout")
 
 
+def _txn(event: Event) -> ServerTransaction:
+    txn = event.data.get("txn")
+    assert isinstance(txn, ServerTransaction), "event carries no server transaction"
+    return txn
+
+
 def _int(value: object, default: int) -> int:
     return value if isinstance(value, int) and value else default
 
@@ -413,7 +500,87 @@ def _guard_hangup_pending(s: UnifiedSession, event: Event) -> bool:
     return s._hangup_pending
 
 
+def _evaluate_reoffer(s: UnifiedSession, event: Event) -> NegotiationResult | SdpError:
+    key = f"reoffer:{id(event)}"
+    if s._pending is not None and s._pending[0] == key:
+        return s._pending[1]
+    request = event.data.get("request")
+    result: NegotiationResult | SdpError
+    try:
+        if not isinstance(request, Request) or s.media is None:
+            raise SdpError("no media for this call")
+        if not request.body:
+            # An offerless re-INVITE: we offer our current SDP again (§14.2).
+            assert s.local_sdp is not None and s.negotiation is not None
+            result = s.negotiation
+        else:
+            offer = parse_sdp(request.body)
+            result = negotiate_answer(
+                offer,
+                s.coordinator.config.contact_host,
+                s.media.port,
+                s._codecs,
+                session_id=s._sdp_session_id,
+                session_version=s._sdp_version,
+            )
+    except SdpError as exc:
+        result = exc
+    s._pending = (key, result)
+    return result
+
+
+def _guard_reoffer_acceptable(s: UnifiedSession, event: Event) -> bool:
+    return isinstance(_evaluate_reoffer(s, event), NegotiationResult)
+
+
+def _guard_offer_is_hold(s: UnifiedSession, event: Event) -> bool:
+    request = event.data.get("request")
+    if not isinstance(request, Request) or not request.body:
+        return False
+    try:
+        return is_remote_hold(parse_sdp(request.body))
+    except SdpError:
+        return False
+
+
+def _guard_transfer_allowed(s: UnifiedSession, event: Event) -> bool:
+    handler = s.coordinator.interceptor.handler
+    decide = getattr(handler, "on_transfer_request", None)
+    request = event.data.get("request")
+    target = _refer_target(request)
+    if target is None:
+        return False
+    if decide is None:
+        return True
+    try:
+        decision = decide(s, target)
+    except Exception:
+        _log.failure("handler.on_transfer_request failed")
+        return False
+    return decision is True or isinstance(decision, Accept)
+
+
+def _sipfrag(event: Event) -> int | None:
+    status = event.data.get("status")
+    return status if isinstance(status, int) else None
+
+
+def _guard_transfer_succeeded(s: UnifiedSession, event: Event) -> bool:
+    status = _sipfrag(event)
+    return status is not None and 200 <= status < 300
+
+
+def _guard_transfer_failed(s: UnifiedSession, event: Event) -> bool:
+    status = _sipfrag(event)
+    return status is not None and status >= 300
+
+
 GUARDS: dict[str, Callable[[UnifiedSession, Event], bool]] = {
+    "ReofferAcceptable": _guard_reoffer_acceptable,
+    "OfferIsHold": _guard_offer_is_hold,
+    "TransferAllowed": _guard_transfer_allowed,
+    "TransferSucceeded": _guard_transfer_succeeded,
+    "TransferFailedStatus": _guard_transfer_failed,
     "AnswerAcceptable": _guard_answer_acceptable,
     "OfferAcceptable": _guard_offer_acceptable,
     "HangupPending": _guard_hangup_pending,
@@ -618,6 +785,11 @@ def _set_hangup_pending(s: UnifiedSession, event: Event) -> None:
 
 def _cleanup(s: UnifiedSession, event: Event) -> None:
     s._stop_ring_timer()
+    if s._glare_timer is not None and s._glare_timer.active():
+        s._glare_timer.cancel()
+    s._glare_timer = None
+    if s._op_waiters:
+        s._settle_ops(CallFailed(f"call with {s.remote_uri} ended"))
     s.ended_at = s.coordinator.clock.seconds()
     s.coordinator.session_ended(s)
     if s._answer_waiters:
@@ -627,7 +799,253 @@ def _cleanup(s: UnifiedSession, event: Event) -> None:
         s._post.append(partial(d.callback, None))
 
 
+def _send_reoffer(s: UnifiedSession, direction: str) -> None:
+    if s.leg is None or s.local_sdp is None:
+        s.machine.fire("ReinviteFailed", status=481, reason="No Dialog")
+        return
+    offer = reoffer(s.local_sdp, direction=direction)
+    s._pending_offer = offer
+    s.coordinator.dialogs.reinvite(s.leg, offer.to_bytes())
+
+
+def _send_hold_reinvite(s: UnifiedSession, event: Event) -> None:
+    _send_reoffer(s, "sendonly")
+
+
+def _send_resume_reinvite(s: UnifiedSession, event: Event) -> None:
+    _send_reoffer(s, "sendrecv")
+
+
+def _apply_reanswer(s: UnifiedSession, event: Event) -> None:
+    response = event.data.get("response")
+    offer = s._pending_offer
+    s._pending_offer = None
+    if offer is None or not isinstance(response, Response):
+        return
+    try:
+        result = process_answer(offer, parse_sdp(response.body))
+    except SdpError as exc:
+        _log.warn("answer to our re-offer is unusable: {error}", error=str(exc))
+        return
+    s.local_sdp = offer
+    s._sdp_version = offer.origin.session_version
+    s.negotiation = result
+    if s.media is not None:
+        s.coordinator.media.start(s.media, result)
+
+
+def _restore_sdp(s: UnifiedSession, event: Event) -> None:
+    s._pending_offer = None
+
+
+def _notify_reinvite_done(s: UnifiedSession, event: Event) -> None:
+    s._settle_ops(None)
+
+
+def _notify_reinvite_failed(s: UnifiedSession, event: Event) -> None:
+    status = _int(event.data.get("status"), 0) or None
+    reason = str(event.data.get("reason") or "")
+    what = "hold" if s.state in ("Holding", "Active") else "resume"
+    if event.name == "RemoteBye":
+        error: CallError = CallFailed(f"{s.remote_uri} hung up during {what}")
+    else:
+        error = CallRejected(
+            f"{s.remote_uri} refused the {what} re-INVITE: {status} {reason}".strip(),
+            status=status,
+            reason=reason,
+        )
+    s._settle_ops(error)
+
+
+def _schedule_glare_retry(s: UnifiedSession, event: Event) -> None:
+    # RFC 3261 §14.1: the Call-ID owner waits 2.1-4 s, the other side 0-2 s.
+    if s.role is Role.UAC:
+        delay = 2.1 + secrets.randbelow(190) / 100
+    else:
+        delay = secrets.randbelow(200) / 100
+    if s._glare_timer is not None and s._glare_timer.active():
+        s._glare_timer.cancel()
+    s._glare_timer = s.coordinator.clock.callLater(delay, s.fire, "GlareRetry")
+
+
+def _answer_reinvite(s: UnifiedSession, event: Event) -> None:
+    request, txn = event.data.get("request"), _txn(event)
+    result = _evaluate_reoffer(s, event)
+    if s.leg is None or not isinstance(result, NegotiationResult) or s.local_sdp is None:
+        return
+    if isinstance(request, Request) and request.body:
+        answer = result.answer
+        if _same_session(answer, s.local_sdp):
+            answer = s.local_sdp  # nothing changed: same SDP, same version (RFC 3264 §8)
+        else:
+            answer.origin = dataclasses.replace(
+                answer.origin, session_version=s._next_sdp_version()
+            )
+        changed = _media_changed(s.negotiation, result)
+        s.local_sdp = answer
+        s.negotiation = result
+        if changed and s.media is not None:
+            s.coordinator.media.start(s.media, result)
+    s.coordinator.dialogs.answer_reinvite(s.leg, txn, 200, s.local_sdp.to_bytes())
+
+
+def _same_session(a: SessionDescription, b: SessionDescription) -> bool:
+    a2 = dataclasses.replace(a.origin, session_version=0)
+    b2 = dataclasses.replace(b.origin, session_version=0)
+    if a2 != b2:
+        return False
+    original = a.origin
+    a.origin = a2
+    try:
+        text_a = a.to_bytes()
+    finally:
+        a.origin = original
+    original_b = b.origin
+    b.origin = b2
+    try:
+        text_b = b.to_bytes()
+    finally:
+        b.origin = original_b
+    return text_a == text_b
+
+
+def _media_changed(old: NegotiationResult | None, new: NegotiationResult) -> bool:
+    if old is None:
+        return True
+    return (
+        old.codec != new.codec
+        or old.remote_address != new.remote_address
+        or old.remote_port != new.remote_port
+        or old.direction != new.direction
+        or old.telephone_event_pt != new.telephone_event_pt
+    )
+
+
+def _reject_reoffer(s: UnifiedSession, event: Event) -> None:
+    txn = _txn(event)
+    reason = _evaluate_reoffer(s, event)
+    if s.leg is not None:
+        headers = [("Warning", f'399 sipd "{reason}"')] if isinstance(reason, SdpError) else []
+        s.coordinator.dialogs.answer_reinvite(s.leg, txn, 488, b"", headers)
+
+
+def _send_request_pending(s: UnifiedSession, event: Event) -> None:
+    if s.leg is not None:
+        retry = [("Retry-After", "1")]
+        s.coordinator.dialogs.answer_reinvite(s.leg, _txn(event), 491, b"", retry)
+
+
+def _send_refer(s: UnifiedSession, event: Event) -> None:
+    target = str(event.data.get("target") or "")
+    if s.leg is None:
+        s.machine.fire("ReferRejected", status=481, reason="No Dialog")
+        return
+    s.coordinator.dialogs.refer(s.leg, target)
+
+
+def _notify_transferred(s: UnifiedSession, event: Event) -> None:
+    s._settle_ops(None)
+
+
+def _notify_transfer_failed(s: UnifiedSession, event: Event) -> None:
+    status = _int(event.data.get("status"), 0) or None
+    reason = str(event.data.get("reason") or "")
+    if event.name == "HangUp":
+        error: CallError = CallCancelled("the transfer was abandoned by hanging up")
+    else:
+        error = CallRejected(
+            f"transfer of {s.remote_uri} failed: {status} {reason}".strip(),
+            status=status,
+            reason=reason,
+        )
+    s._settle_ops(error)
+
+
+def _refer_target(request: object) -> str | None:
+    if not isinstance(request, Request):
+        return None
+    value = request.headers.get("Refer-To")
+    if not value:
+        return None
+    try:
+        uri = parse_name_addr(value).uri
+    except SdpError:
+        return None
+    except Exception:
+        return None
+    return str(uri.replace(headers=()))
+
+
+def _accept_refer(s: UnifiedSession, event: Event) -> None:
+    request, txn = event.data.get("request"), _txn(event)
+    target = _refer_target(request)
+    if s.leg is None or target is None or not isinstance(request, Request):
+        return
+    txn.respond(make_response(request, 202))
+    dialogs = s.coordinator.dialogs
+    dialogs.notify_refer(s.leg, 100, "Trying", final=False)
+    try:
+        new = s.coordinator.create_outgoing_call(target)
+    except CallError as exc:
+        s._post.append(partial(s.fire, "ReferredCallFailed", status=503, reason=str(exc)))
+        return
+    new.transferred_from = s
+    s.replacement = new
+    s.coordinator.offer_transfer(s, new)
+
+    def answered(_: object) -> None:
+        s.fire("ReferredCallAnswered")
+        waiters, s._transfer_waiters = s._transfer_waiters, []
+        for d in waiters:
+            d.callback(new)
+
+    def failed(failure: Any) -> None:
+        error = failure.value
+        s.fire(
+            "ReferredCallFailed",
+            status=getattr(error, "status", None) or 500,
+            reason=getattr(error, "reason", "") or "Call Failed",
+        )
+
+    new.wait_for_answer().addCallbacks(answered, failed)
+
+
+def _reject_refer(s: UnifiedSession, event: Event) -> None:
+    request, txn = event.data.get("request"), event.data.get("txn")
+    if isinstance(request, Request):
+        txn.respond(make_response(request, 603))  # type: ignore[attr-defined]
+
+
+def _notify_refer_success(s: UnifiedSession, event: Event) -> None:
+    if s.leg is not None:
+        s.coordinator.dialogs.notify_refer(s.leg, 200, "OK", final=True)
+
+
+def _notify_refer_failure(s: UnifiedSession, event: Event) -> None:
+    if s.leg is not None:
+        status = _int(event.data.get("status"), 500)
+        reason = str(event.data.get("reason") or "Call Failed")
+        s.coordinator.dialogs.notify_refer(s.leg, status, reason, final=True)
+
+
 ACTIONS: dict[str, Callable[[UnifiedSession, Event], None]] = {
+    "SendHoldReinvite": _send_hold_reinvite,
+    "SendResumeReinvite": _send_resume_reinvite,
+    "ApplyReanswer": _apply_reanswer,
+    "RestoreSdp": _restore_sdp,
+    "NotifyReinviteDone": _notify_reinvite_done,
+    "NotifyReinviteFailed": _notify_reinvite_failed,
+    "ScheduleGlareRetry": _schedule_glare_retry,
+    "AnswerReinvite": _answer_reinvite,
+    "RejectReoffer": _reject_reoffer,
+    "SendRequestPending": _send_request_pending,
+    "SendRefer": _send_refer,
+    "NotifyTransferred": _notify_transferred,
+    "NotifyTransferFailed": _notify_transfer_failed,
+    "AcceptRefer": _accept_refer,
+    "RejectRefer": _reject_refer,
+    "NotifyReferSuccess": _notify_refer_success,
+    "NotifyReferFailure": _notify_refer_failure,
     "AllocateMedia": _allocate_media,
     "SendInvite": _send_invite,
     "StartRingTimer": _start_ring_timer,
