@@ -21,7 +21,7 @@ from sipd.config import SipdConfig
 from sipd.errors import ConfigError
 from sipd.handlers import find_handler_factory
 
-__all__ = ["DaemonConfig", "load_config", "parse_config", "parse_hostport"]
+__all__ = ["DaemonConfig", "RegistrarConfig", "load_config", "parse_config", "parse_hostport"]
 
 
 @dataclass(slots=True)
@@ -37,6 +37,20 @@ class DaemonConfig:
     source: str = "<defaults>"
     #: Line of ``handler.settings`` in :attr:`source`, for the handler's own errors.
     handler_settings_line: int | None = None
+    #: The registrar, when the ``registrar`` section is present.
+    registrar: RegistrarConfig | None = None
+
+
+@dataclass(slots=True)
+class RegistrarConfig:
+    """The daemon as registrar: realm, users (HA1 hashes) and policy."""
+
+    realm: str = "sipd"
+    #: user -> HA1 hex (MD5 if 32 digits, SHA-256 if 64) or {algorithm: HA1}.
+    users: dict[str, object] = field(default_factory=dict)
+    authenticate_invites: bool = True
+    min_expires: int = 60
+    max_expires: int = 7200
 
 
 def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
@@ -130,6 +144,18 @@ class _Checker:
         return [str(self.string(item, f"{key}[{i}]")) for i, item in enumerate(node.value)]
 
 
+def _ha1(c: _Checker, node: Node, key: str) -> str:
+    value = str(c.string(node, key)).lower()
+    if len(value) not in (32, 64) or any(ch not in "0123456789abcdef" for ch in value):
+        raise c.fail(
+            node,
+            key,
+            "must be an HA1 hash (32 hex digits for MD5, 64 for SHA-256), not a password; "
+            "make one with: python -m sipd.daemon.ha1 USER REALM",
+        )
+    return value
+
+
 def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
     """Parse and check a config document; raise :class:`ConfigError` naming the line."""
     try:
@@ -146,7 +172,7 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
     top = c.mapping(
         root,
         "",
-        {"sip", "timers", "media", "state_table", "handler", "http", "shutdown"},
+        {"sip", "timers", "media", "state_table", "handler", "http", "shutdown", "registrar"},
     )
     sip: dict[str, Any] = {}
     where: dict[str, tuple[Node, str]] = {}
@@ -259,6 +285,49 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
         cfg.grace = float(c.number(node, key))
 
     each("shutdown", {"grace": grace})
+
+    if "registrar" in top:
+        reg = RegistrarConfig()
+        rnode = top["registrar"]
+        fields = c.mapping(
+            rnode,
+            "registrar",
+            {"realm", "users", "authenticate_invites", "min_expires", "max_expires"},
+        )
+        if "realm" in fields:
+            reg.realm = str(c.string(fields["realm"], "registrar.realm"))
+        if "authenticate_invites" in fields:
+            reg.authenticate_invites = c.boolean(
+                fields["authenticate_invites"], "registrar.authenticate_invites"
+            )
+        for name in ("min_expires", "max_expires"):
+            if name in fields:
+                value = int(c.number(fields[name], f"registrar.{name}", low=1, integer=True))
+                setattr(reg, name, value)
+        if reg.max_expires < reg.min_expires:
+            raise c.fail(
+                fields.get("max_expires", rnode),
+                "registrar.max_expires",
+                f"{reg.max_expires} is below min_expires {reg.min_expires}",
+            )
+        if "users" in fields:
+            unode = fields["users"]
+            if not isinstance(unode, MappingNode):
+                raise c.fail(unode, "registrar.users", "must map user names to HA1 hashes")
+            for knode, vnode in unode.value:
+                user = str(knode.value)
+                key = f"registrar.users.{user}"
+                if isinstance(vnode, MappingNode):
+                    hashes: dict[str, str] = {}
+                    for anode, hnode in vnode.value:
+                        algorithm = str(anode.value)
+                        if algorithm not in ("MD5", "SHA-256"):
+                            raise c.fail(anode, f"{key}.{algorithm}", "use MD5 or SHA-256")
+                        hashes[algorithm] = _ha1(c, hnode, f"{key}.{algorithm}")
+                    reg.users[user] = hashes
+                else:
+                    reg.users[user] = _ha1(c, vnode, key)
+        cfg.registrar = reg
 
     try:
         cfg.sip = SipdConfig(**sip)

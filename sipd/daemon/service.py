@@ -18,8 +18,10 @@ from twisted.logger import Logger
 from sipd import __version__
 from sipd.daemon.config import DaemonConfig
 from sipd.handlers import find_handler_factory
+from sipd.handlers.routing import RoutingHandler
 from sipd.metrics import Metrics
 from sipd.session.coordinator import UnifiedCoordinator
+from sipd.session.registrar import Registrar
 from sipd.session.session import UnifiedSession
 from sipd.session.state_table import Role
 
@@ -42,6 +44,27 @@ class SipdService(service.Service):
         )
         factory = find_handler_factory(config.handler)
         self.handler = factory.build(self.coordinator, dict(config.handler_settings))
+        self.registrar: Registrar | None = None
+        if config.registrar is not None:
+            reg = config.registrar
+            self.registrar = Registrar(
+                reg.realm,
+                reg.users,
+                clock=self.coordinator.clock.seconds,
+                min_expires=reg.min_expires,
+                max_expires=reg.max_expires,
+                auth=bool(reg.users),
+            )
+            self.coordinator.dialogs.registrar = self.registrar
+            self.coordinator.dialogs.authenticate_invites = reg.authenticate_invites and bool(
+                reg.users
+            )
+            self.handler = RoutingHandler(self.coordinator, self.handler, self.registrar)
+            self.metrics.gauge(
+                "sipd_registered_contacts",
+                "Live registrar bindings",
+                lambda: len(self.registrar.location) if self.registrar else 0,
+            )
         self.coordinator.interceptor.handler = self.handler
         self.coordinator.on_session_end.append(self._cdr)
         self.started_at = time.time()
@@ -137,6 +160,16 @@ class SipdService(service.Service):
             "accepting": self.coordinator.dialogs.accepting,
             "active_calls": len(calls),
             "calls": calls,
+            "registrations": self._registrations(),
+        }
+
+    def _registrations(self) -> dict[str, list[dict[str, Any]]]:
+        if self.registrar is None:
+            return {}
+        now = self.coordinator.clock.seconds()
+        return {
+            aor: [{"contact": str(b.contact.uri), "expires": b.remaining(now)} for b in bindings]
+            for aor, bindings in self.registrar.location.bindings().items()
         }
 
     def metrics_text(self) -> str:
