@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sipd-installed
-DEB_PACKAGES := sip-tester nftables
+DEB_PACKAGES := sip-tester nftables kamailio baresip-core
 PYTEST_ARGS ?=
 
 .PHONY: test lint typecheck pytest sysdeps venv bench clean demo
