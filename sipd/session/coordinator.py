@@ -229,7 +229,9 @@ class UnifiedCoordinator:
                         f"cannot call {target!r}: a plain number needs a registrar "
                         "(or give a full URI such as sip:bob@127.0.0.1:5061)"
                     )
-                text = f"{text}@{self.registrar.host}"
+                registrar = self.registrar
+                port = f":{registrar.port}" if registrar.port is not None else ""
+                text = f"{text}@{registrar.host}{port}"
             text = f"sip:{text}"
         return parse_uri(text, require_supported=False)
 
