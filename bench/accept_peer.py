@@ -1,0 +1,102 @@
+"""A sipd UA that answers every call and hangs up when the caller does.
+
+``bench/cps.sh`` runs it as the system under test for sipp's ``uac``
+scenario. It plays no audio (no media is queued and no silence is sent), so
+what is measured is the signalling path: parsing, transactions, dialogs,
+the state machine and session bookkeeping.
+
+Usage::
+
+    .venv/bin/python bench/accept_peer.py [--port 0] [--host 127.0.0.1]
+
+It prints ``PID <pid>`` and ``PORT <port>`` on stdout as soon as it listens
+(the script measures CPU and RSS through ``/proc/<pid>`` and stops the
+process by PID with SIGTERM). On SIGTERM it prints ``CALLS <n>`` and
+``LIVE <sessions>`` before exiting. ``SIPD_PROFILE=<file>`` runs the
+reactor under cProfile and writes the stats to that file at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections import Counter
+from typing import Any
+
+from sipd import SipdConfig, UnifiedCoordinator, UnifiedSession
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args()
+
+    from twisted.internet import reactor
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    # Log as a daemon would at its default level (warnings and errors). Until
+    # logging begins, Twisted buffers every event in memory (up to 65536 of
+    # them), which would show up as RSS that never comes back.
+    level = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
+    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [level])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+    config = SipdConfig(
+        name="bench",
+        host=args.host,
+        port=args.port,
+        send_ringing=True,
+        silence_when_idle=False,
+        media_port_min=20000,
+        media_port_max=60000,
+    )
+    coordinator = UnifiedCoordinator(config, reactor=reactor)
+    coordinator.start()
+    answered = 0
+
+    def accept(session: UnifiedSession) -> None:
+        nonlocal answered
+        answered += 1
+        session.accept()
+
+    coordinator.on_incoming = accept
+
+    def stop(signum: int, frame: Any) -> None:
+        print(f"CALLS {answered}", flush=True)
+        states = Counter(s.state for s in coordinator.store)
+        print(f"LIVE {len(coordinator.store)} {dict(states)}", flush=True)
+        if os.environ.get("SIPD_METRICS"):
+            print(coordinator.metrics.render(), flush=True)
+            for session in list(coordinator.store)[:3]:
+                leg = session.leg
+                print("STUCK", session.call_id, leg and leg.server_txn and leg.server_txn.state)
+        reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"PID {os.getpid()}", flush=True)
+    print(f"PORT {coordinator.port}", flush=True)
+
+    profile_path = os.environ.get("SIPD_PROFILE")
+    if profile_path:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.runcall(reactor.run, installSignalHandlers=False)  # type: ignore[attr-defined]
+        profiler.dump_stats(profile_path)
+    else:
+        reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
