@@ -33,6 +33,8 @@ MAX_CATCH_UP = 10
 class RtpProtocol(DatagramProtocol):
     """The RTP socket of one call."""
 
+    noisy = False  # no log lines per call for starting and stopping
+
     def __init__(self) -> None:
         self.stream: MediaStream | None = None
         self.received_early = 0
@@ -74,6 +76,8 @@ class RtpProtocol(DatagramProtocol):
 
 class RtcpProtocol(DatagramProtocol):
     """The RTCP socket of one call (RTP port + 1)."""
+
+    noisy = False
 
     def __init__(self) -> None:
         self.stream: MediaStream | None = None

@@ -202,7 +202,7 @@ class TransactionLayer:
     :attr:`server_count` drop to zero when all traffic has settled.
     """
 
-    __slots__ = ("_acks", "_clients", "_send", "_servers", "clock", "timers", "tu")
+    __slots__ = ("_acks", "_clients", "_send", "_servers", "clock", "on_empty", "timers", "tu")
 
     def __init__(
         self,
@@ -219,6 +219,8 @@ class TransactionLayer:
         self._servers: dict[_ServerKey, ServerTransaction] = {}
         # RFC 2543 only: ACK keys (To tag of our final) -> INVITE transaction.
         self._acks: dict[_ServerKey, ServerTransaction] = {}
+        #: Called when the last transaction ends (the UA has gone quiet).
+        self.on_empty: Callable[[], None] | None = None
 
     @property
     def client_count(self) -> int:
@@ -382,6 +384,8 @@ class TransactionLayer:
     def _client_ended(self, txn: ClientTransaction) -> None:
         if self._clients.get(txn.key) is txn:
             del self._clients[txn.key]
+            if not self._clients and not self._servers and self.on_empty is not None:
+                self.on_empty()
 
     def _server_ended(self, txn: ServerTransaction) -> None:
         if self._servers.get(txn.key) is txn:
@@ -389,6 +393,8 @@ class TransactionLayer:
         ack_key = txn._ack_key
         if ack_key is not None and self._acks.get(ack_key) is txn:
             del self._acks[ack_key]
+        if not self._clients and not self._servers and self.on_empty is not None:
+            self.on_empty()
 
     def _add_ack_key(self, txn: ServerTransaction, final: Response) -> None:
         """RFC 2543: the ACK to ``final`` will carry its To tag; file that key too."""
