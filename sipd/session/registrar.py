@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sipd.sip.address import NameAddr
@@ -98,10 +98,18 @@ class Registrar:
         min_expires: int = 60,
         max_expires: int = 7200,
         auth: bool = True,
+        nonce_ttl: float = 300.0,
+        algorithm: str | Sequence[str] = ("SHA-256", "MD5"),
     ) -> None:
         self.realm = realm
         self.auth = (
-            DigestServer(realm, users, clock=clock)  # type: ignore[arg-type]
+            DigestServer(
+                realm,
+                users,  # type: ignore[arg-type]
+                clock=clock,
+                nonce_ttl=nonce_ttl,
+                algorithm=algorithm,
+            )
             if auth
             else None
         )

@@ -20,7 +20,8 @@ from twisted.logger import Logger
 
 from sipd.errors import AuthenticationError, RegistrationError
 from sipd.sip.address import NameAddr
-from sipd.sip.auth import DigestClient
+from sipd.sip.auth import DigestClient, parse_credentials
+from sipd.sip.errors import BadRequest
 from sipd.sip.headers import Headers
 from sipd.sip.message import Request, Response
 from sipd.sip.transaction import new_branch
@@ -103,6 +104,11 @@ class Registration:
     def stop(self) -> defer.Deferred[None]:
         """Remove the binding (REGISTER with ``Expires: 0``) and stop refreshing."""
         self._cancel_timer()
+        if self._first is not None and not self._first.called:
+            # Nobody may wait forever for a registration that will not happen.
+            self._first.errback(
+                RegistrationError(f"registration of {self.aor} was stopped before a 200")
+            )
         if self.state in (RegistrationState.STOPPED, RegistrationState.IDLE):
             self.state = RegistrationState.STOPPED
             return defer.succeed(None)
@@ -154,9 +160,19 @@ class Registration:
             lambda error: self._unreachable(expires, f"transport error: {error}"),
         )
 
+    def _stale(self, expires: int) -> bool:
+        """True for the outcome of a REGISTER sent before :meth:`stop` (now moot).
+
+        Acting on it could re-send credentials for a binding being removed
+        or report the un-REGISTER done before its own answer came.
+        """
+        if self.state is RegistrationState.STOPPED:
+            return True
+        return self.state is RegistrationState.UNREGISTERING and expires != 0
+
     def _response(self, request: Request, expires: int, response: Response) -> None:
         status = response.status
-        if status < 200:
+        if status < 200 or self._stale(expires):
             return
         self.last_status = status
         if status in (401, 407) and self.auth is not None:
@@ -182,12 +198,18 @@ class Registration:
         if status == 423:
             minimum = response.headers.get("Min-Expires", "") or ""
             if minimum.strip().isdigit() and int(minimum) > expires:
+                # Refreshes ask for the minimum too, not for another 423.
+                self.requested_expires = int(minimum)
                 self._send(int(minimum))
                 return
         if 200 <= status < 300:
             self._registered(expires, response)
             return
         reason = f"{status} {response.reason}"
+        refused = self._credentials_refused(request, reason, status)
+        if refused is not None:
+            self._fail(refused)
+            return
         if status in _TEMPORARY:
             self._unreachable(expires, reason)
         else:
@@ -196,6 +218,35 @@ class Registration:
                     f"registrar {self.registrar} refused {self.aor}: {reason}", status=status
                 )
             )
+
+    def _credentials_refused(
+        self, request: Request, reason: str, status: int
+    ) -> AuthenticationError | None:
+        """An :class:`AuthenticationError` for a 403 to a REGISTER that carried our credentials.
+
+        Registrars such as Kamailio answer wrong credentials with 403
+        Forbidden rather than another 401 (which would invite a retry loop);
+        the user then needs to hear "check the password", not merely
+        "refused".
+        """
+        if status != 403 or self.auth is None:
+            return None
+        header = request.headers.get("Authorization") or request.headers.get("Proxy-Authorization")
+        if header is None:
+            return None
+        try:
+            realm = parse_credentials(header).realm
+        except BadRequest:
+            realm = ""
+        where = f" (realm {realm!r})" if realm else ""
+        return AuthenticationError(
+            f"registrar {self.registrar} refused the credentials of user "
+            f"{self.auth.username!r}{where} for {self.aor}: {reason}; "
+            "check the username and password",
+            status=status,
+            username=self.auth.username,
+            realm=realm,
+        )
 
     def _registered(self, expires: int, response: Response) -> None:
         if self.state is RegistrationState.UNREGISTERING or expires == 0:
@@ -234,6 +285,8 @@ class Registration:
         return asked
 
     def _unreachable(self, expires: int, reason: str) -> None:
+        if self._stale(expires):
+            return
         if self.state is RegistrationState.UNREGISTERING:
             self.state = RegistrationState.STOPPED
             if self._stopping is not None and not self._stopping.called:

@@ -187,20 +187,42 @@ class DigestServer:
             del self._seen[oldest]
 
     # -- challenge ---------------------------------------------------------
-    def challenges(self, *, stale: bool = False) -> list[Challenge]:
-        """One challenge per offered algorithm, sharing one fresh nonce."""
+    def challenges(
+        self, *, stale: bool = False, algorithms: Sequence[str] | None = None
+    ) -> list[Challenge]:
+        """One challenge per offered algorithm (or per one of ``algorithms``), one nonce."""
         nonce = self.new_nonce()
-        return [
-            Challenge(self.realm, nonce, a, self.qop, self.opaque, stale) for a in self.algorithms
-        ]
+        offered = self.algorithms if algorithms is None else algorithms
+        return [Challenge(self.realm, nonce, a, self.qop, self.opaque, stale) for a in offered]
 
     def challenge(self, request: Request, *, proxy: bool = False, stale: bool = False) -> Response:
-        """A 401 with WWW-Authenticate (or, for a proxy, 407 with Proxy-Authenticate)."""
+        """A 401 with WWW-Authenticate (or, for a proxy, 407 with Proxy-Authenticate).
+
+        When the user table knows the From user, only the algorithms that
+        user has an HA1 for are offered: a user stored with an MD5 hash alone
+        would otherwise be asked for SHA-256 first, which no right password
+        can satisfy.
+        """
         response = make_response(request, 407 if proxy else 401, to_tag=secrets.token_hex(6))
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
-        for ch in self.challenges(stale=stale):
+        for ch in self.challenges(stale=stale, algorithms=self._offer_for(request)):
             response.headers.add(name, str(ch))
         return response
+
+    def _offer_for(self, request: Request) -> tuple[str, ...]:
+        """The offered algorithms the request's From user has a hash for (all if unknown)."""
+        users = self._users
+        if not isinstance(users, Mapping):
+            return self.algorithms
+        try:
+            entry = users.get(request.from_.uri.user or "")
+        except SipParseError:
+            return self.algorithms
+        if entry is None:
+            return self.algorithms
+        hashes = {_HEX_LENGTHS.get(len(entry))} if isinstance(entry, str) else set(entry)
+        usable = tuple(a for a in self.algorithms if a.removesuffix("-sess") in hashes)
+        return usable or self.algorithms
 
     # -- check -------------------------------------------------------------
     def check(self, request: Request, *, proxy: bool = False) -> AuthResult:
