@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from sipd.errors import AuthenticationError, RegistrationError
+from sipd.errors import AuthenticationError, CallError, RegistrationError
 from sipd.sip.address import NameAddr
 from sipd.sip.auth import DigestClient, parse_credentials
 from sipd.sip.errors import BadRequest
@@ -149,7 +149,11 @@ class Registration:
         if self.state is not RegistrationState.UNREGISTERING:
             self.state = RegistrationState.REGISTERING
         self.attempts += 1
-        dest = self.coordinator.dialogs.resolve(self.registrar)
+        try:
+            dest = self.coordinator.dialogs.resolve(self.registrar)
+        except CallError as exc:
+            self._fail(RegistrationError(f"cannot register {self.aor}: {exc}"))
+            return
         layer = self.coordinator.layer
         assert layer is not None, "the coordinator is not started"
         layer.send_request(
