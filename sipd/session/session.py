@@ -34,6 +34,7 @@ from sipd.sdp import (
     PCMU,
     TELEPHONE_EVENT,
     Codec,
+    Direction,
     NegotiationResult,
     SessionDescription,
     build_offer,
@@ -515,11 +516,15 @@ def _evaluate_reoffer(s: UnifiedSession, event: Event) -> NegotiationResult | Sd
             result = s.negotiation
         else:
             offer = parse_sdp(request.body)
+            # While we hold the call our answer keeps it held (sendonly, or
+            # inactive if the peer holds too) instead of resuming silently.
+            holding = s.state in ("OnHold", "Resuming")
             result = negotiate_answer(
                 offer,
                 s.coordinator.config.contact_host,
                 s.media.port,
                 s._codecs,
+                direction=Direction.SENDONLY if holding else Direction.SENDRECV,
                 session_id=s._sdp_session_id,
                 session_version=s._sdp_version,
             )
@@ -541,6 +546,11 @@ def _guard_offer_is_hold(s: UnifiedSession, event: Event) -> bool:
         return is_remote_hold(parse_sdp(request.body))
     except SdpError:
         return False
+
+
+def _guard_reinvite_in_progress(s: UnifiedSession, event: Event) -> bool:
+    # After a 491 our re-INVITE is over: only the glare timer is left.
+    return s.leg is not None and s.leg.reinvite_pending
 
 
 def _guard_transfer_allowed(s: UnifiedSession, event: Event) -> bool:
@@ -579,6 +589,7 @@ GUARDS: dict[str, Callable[[UnifiedSession, Event], bool]] = {
     "ReofferAcceptable": _guard_reoffer_acceptable,
     "OfferIsHold": _guard_offer_is_hold,
     "TransferAllowed": _guard_transfer_allowed,
+    "ReinviteInProgress": _guard_reinvite_in_progress,
     "TransferSucceeded": _guard_transfer_succeeded,
     "TransferFailedStatus": _guard_transfer_failed,
     "AnswerAcceptable": _guard_answer_acceptable,
@@ -823,10 +834,12 @@ def _apply_reanswer(s: UnifiedSession, event: Event) -> None:
     if offer is None or not isinstance(response, Response):
         return
     try:
-        result = process_answer(offer, parse_sdp(response.body))
+        remote = parse_sdp(response.body)
+        result = process_answer(offer, remote)
     except SdpError as exc:
         _log.warn("answer to our re-offer is unusable: {error}", error=str(exc))
         return
+    s.remote_sdp = remote
     s.local_sdp = offer
     s._sdp_version = offer.origin.session_version
     s.negotiation = result
@@ -874,6 +887,7 @@ def _answer_reinvite(s: UnifiedSession, event: Event) -> None:
     if s.leg is None or not isinstance(result, NegotiationResult) or s.local_sdp is None:
         return
     if isinstance(request, Request) and request.body:
+        s.remote_sdp = parse_sdp(request.body)
         answer = result.answer
         if _same_session(answer, s.local_sdp):
             answer = s.local_sdp  # nothing changed: same SDP, same version (RFC 3264 §8)

@@ -1,0 +1,1 @@
+"""A media server: play a prompt, record the caller's message. See ``__main__.py``."""
