@@ -154,6 +154,10 @@ class Call:
         """
         return self.session.record_wav(path)
 
+    def stop_recording(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Finalise a recording now (every recording when no path is given)."""
+        self.session.stop_recording(path)
+
     def send_dtmf(self, digits: str) -> defer.Deferred[None]:
         """Send RFC 4733 DTMF digits (``0-9 * # A-D``); fires when all are sent."""
         return self.session.send_dtmf(digits)
