@@ -318,6 +318,42 @@ class DialogAdapter:
             lambda error: self._invite_timeout(leg, 503, f"Transport Error: {error}"),
         )
 
+    def _send_in_dialog(
+        self,
+        dialog: Dialog,
+        request: Request,
+        on_response: Callable[[Request, Response], None],
+        on_failure: Callable[[int, str], None],
+    ) -> None:
+        """Send an in-dialog request; 401/407 are answered with our credentials.
+
+        ``on_response`` sees every other non-1xx response (with the request it
+        answers, which may be the authorised retry); ``on_failure`` a timeout
+        (408) or a transport error (503).
+        """
+        dest = self._next_hop_addr(dialog)
+
+        def response(sent: Request, r: Response) -> None:
+            if r.status < 200:
+                return
+            retry = self._authorized_retry(sent, r)
+            if retry is not None:
+                send(retry)
+            else:
+                on_response(sent, r)
+
+        def send(req: Request) -> None:
+            dialog.local_seq = max(dialog.local_seq, req.cseq.number)
+            self._layer.send_request(
+                req,
+                dest,
+                lambda r: response(req, r),
+                lambda: on_failure(408, "Request Timeout"),
+                lambda e: on_failure(503, f"Transport Error: {e}"),
+            )
+
+        send(request)
+
     def _authorized_retry(self, request: Request, response: Response) -> Request | None:
         """The request again with credentials for a 401/407, or None to give up."""
         if self.auth is None or response.status not in (401, 407):
@@ -439,31 +475,13 @@ class DialogAdapter:
         h = request.headers
         h.add("User-Agent", self.config.user_agent)
         dialog.state = DialogState.TERMINATED
-        dest = self._next_hop_addr(dialog)
 
         def done(status: int | None) -> None:
             self._emit(leg, "ByeCompleted", status=status)
 
-        def response(sent: Request, r: Response) -> None:
-            if r.status < 200:
-                return
-            retry = self._authorized_retry(sent, r)
-            if retry is not None:
-                send(retry)
-            else:
-                done(r.status)
-
-        def send(bye: Request) -> None:
-            dialog.local_seq = max(dialog.local_seq, bye.cseq.number)
-            self._layer.send_request(
-                bye,
-                dest,
-                lambda r: response(bye, r),
-                lambda: done(408),
-                lambda e: done(503),
-            )
-
-        send(request)
+        self._send_in_dialog(
+            dialog, request, lambda sent, r: done(r.status), lambda status, _: done(status)
+        )
 
     # -- UAS -----------------------------------------------------------------------
     def ringing(self, leg: CallLeg, status: int = 180) -> None:
@@ -744,25 +762,19 @@ class DialogAdapter:
         )
         self._add_common(request.headers)
         leg.reinvite_pending = True
-        dest = self._next_hop_addr(dialog)
         acked: list[bytes] = []
 
         def response(sent: Request, r: Response) -> None:
-            if r.status < 200:
-                return
             if r.status < 300:
+                # Each 2xx (retransmissions too) gets the same ACK (§13.2.2.4).
                 if not acked:
                     ack = dialog.create_request("ACK", self._via(), cseq=sent.cseq.number)
                     acked.append(ack.to_bytes())
                     leg.reinvite_pending = False
-                    self._send_raw(acked[0], dest)
+                    self._send_raw(acked[0], self._next_hop_addr(dialog))
                     self._emit(leg, "ReinviteAnswered", response=r)
                 else:
-                    self._send_raw(acked[0], dest)
-                return
-            retry = self._authorized_retry(sent, r)
-            if retry is not None:
-                send(retry)
+                    self._send_raw(acked[0], self._next_hop_addr(dialog))
                 return
             leg.reinvite_pending = False
             event = "ReinviteGlare" if r.status == 491 else "ReinviteFailed"
@@ -772,17 +784,7 @@ class DialogAdapter:
             leg.reinvite_pending = False
             self._emit(leg, "ReinviteFailed", status=status, reason=reason)
 
-        def send(req: Request) -> None:
-            dialog.local_seq = max(dialog.local_seq, req.cseq.number)
-            self._layer.send_request(
-                req,
-                dest,
-                lambda r: response(req, r),
-                lambda: failed(408, "Request Timeout"),
-                lambda e: failed(503, f"Transport Error: {e}"),
-            )
-
-        send(request)
+        self._send_in_dialog(dialog, request, response, failed)
 
     def refer(self, leg: CallLeg, target: str) -> None:
         """Send REFER (RFC 3515) asking the peer to call ``target``.
@@ -800,15 +802,9 @@ class DialogAdapter:
         h.add("Referred-By", f"<{self.local_uri()}>")
         h.add("Contact", self.contact)
         self._add_common(h)
-        dest = self._next_hop_addr(dialog)
 
         def response(sent: Request, r: Response) -> None:
-            if r.status < 200:
-                return
-            retry = self._authorized_retry(sent, r)
-            if retry is not None:
-                send(retry)
-            elif r.status < 300:
+            if r.status < 300:
                 self._emit(leg, "ReferAccepted", status=r.status)
             else:
                 self._emit(leg, "ReferRejected", status=r.status, reason=r.reason)
@@ -816,17 +812,7 @@ class DialogAdapter:
         def rejected(status: int, reason: str) -> None:
             self._emit(leg, "ReferRejected", status=status, reason=reason)
 
-        def send(req: Request) -> None:
-            dialog.local_seq = max(dialog.local_seq, req.cseq.number)
-            self._layer.send_request(
-                req,
-                dest,
-                lambda r: response(req, r),
-                lambda: rejected(408, "Request Timeout"),
-                lambda e: rejected(503, str(e)),
-            )
-
-        send(request)
+        self._send_in_dialog(dialog, request, response, rejected)
 
     def notify_refer(self, leg: CallLeg, status: int, reason: str, *, final: bool) -> None:
         """Tell the transferor how the referred call is going (RFC 3515 §2.4.4)."""
