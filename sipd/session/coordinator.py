@@ -462,6 +462,7 @@ class UnifiedCoordinator:
     def session_ended(self, session: UnifiedSession) -> None:
         """Release everything the session held (the Cleanup action)."""
         if session.media is not None:
+            session.media.stop(session._post.append)
             self.media.release(session.media)
         if session.leg is not None:
             self.dialogs.release(session.leg)

@@ -162,8 +162,14 @@ class MediaSession:
             self.running = True
             self.adapter.clock_loop.add(stream)
 
-    def stop(self) -> None:
-        """Stop media: RTCP BYE, deliver buffered audio, end every reader."""
+    def stop(self, later: Callable[[Callable[[], None]], None] | None = None) -> None:
+        """Stop media: RTCP BYE, deliver buffered audio, end every reader.
+
+        Readers (``recv_audio`` waiters, recorders, digit queues) are told
+        through ``later`` when given: a session passes its own queue so that
+        user code resumed by them sees the call's final state, not a
+        transition half done.
+        """
         if self.ended:
             return
         self.ended = True
@@ -174,6 +180,12 @@ class MediaSession:
             stream.rtcp_report(bye=True)
         stream.close()
         self.rtp.stream = self.rtcp.stream = None
+        if later is None:
+            self._end_readers()
+        else:
+            later(self._end_readers)
+
+    def _end_readers(self) -> None:
         for sub in self.subscribers:
             sub.end()
         for recorder in self.recorders:
@@ -224,8 +236,10 @@ class MediaAdapter:
     def start(self, media: MediaSession, negotiation: NegotiationResult) -> None:
         media.start(negotiation)
 
-    def stop(self, media: MediaSession) -> None:
-        media.stop()
+    def stop(
+        self, media: MediaSession, later: Callable[[Callable[[], None]], None] | None = None
+    ) -> None:
+        media.stop(later)
 
     def release(self, media: MediaSession) -> None:
         """Stop, unbind and give the port back."""

@@ -665,7 +665,7 @@ def _start_media(s: UnifiedSession, event: Event) -> None:
 
 def _stop_media(s: UnifiedSession, event: Event) -> None:
     if s.media is not None:
-        s.coordinator.media.stop(s.media)
+        s.coordinator.media.stop(s.media, s._post.append)
 
 
 def _notify_answered(s: UnifiedSession, event: Event) -> None:

@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sipd.media.tones import dominant_frequency
+from sipd.media.wav import read_wav
+
 RUN = Path(__file__).resolve().parents[2] / "examples" / "demo" / "run.py"
 
 
@@ -28,11 +31,13 @@ def _path(output: str, who: str) -> list[str]:
     return lines[0].split(": ", 1)[1].split(" -> ")
 
 
-def test_demo_call_runs_to_terminated_on_both_sides() -> None:
-    """Bob and Alice, as separate processes, each print a state path ending in Terminated."""
+def test_demo_call_runs_to_terminated_on_both_sides(tmp_path: Path) -> None:
+    """Bob and Alice, as separate processes, each print a state path ending in Terminated
+    and write a WAV file of what they heard: Alice hears 880 Hz, Bob 440 Hz."""
     alice_port, bob_port = _free_udp_ports(2)
     env = {**os.environ, "ALICE_PORT": str(alice_port), "BOB_PORT": str(bob_port)}
     env["CALL_SECONDS"] = "1"
+    env["DEMO_OUTPUT"] = str(tmp_path)
     result = subprocess.run(
         [sys.executable, str(RUN)], env=env, capture_output=True, text=True, timeout=60
     )
@@ -45,6 +50,12 @@ def test_demo_call_runs_to_terminated_on_both_sides() -> None:
     assert bob[-1] == "Terminated" and "Active" in bob and "Incoming" in bob
     # Alice hung up, so only she passes through Terminating.
     assert "Terminating" in alice
+    for who, other_hz in (("alice", 880), ("bob", 440)):
+        wav = tmp_path / f"demo_{who}.wav"
+        assert f"{who}: wrote {wav}" in output, output
+        heard = dominant_frequency(read_wav(wav))
+        assert abs(heard - other_hz) < 5, (who, heard)
+        assert len(read_wav(wav)) >= 0.8 * 8000, who  # about a second of the call
 
 
 def test_demo_fails_when_bob_cannot_listen() -> None:
