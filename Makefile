@@ -2,7 +2,8 @@
 #   make demo   set up and run a real call between two peers
 #   make test   set up and run the whole suite (lint, types, tests)
 # Each target installs what it needs: a virtualenv with the package, and the
-# Debian packages the tests drive (sipp from sip-tester, nftables for loss tests).
+# Debian packages the tests drive (sipp from sip-tester, Kamailio, baresip,
+# nftables for the packet-loss tests).
 
 PYTHON ?= python3
 VENV := .venv
@@ -54,8 +55,12 @@ test: lint typecheck pytest
 demo: venv
 	$(PY) examples/demo/run.py
 
+# Every benchmark, each ending with its RESULT line (several minutes).
 bench: venv sysdeps
 	$(PY) bench/parse.py
+	$(PY) bench/codec.py
+	$(PY) bench/media.py
+	bash bench/cps.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis output
