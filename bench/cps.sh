@@ -121,7 +121,8 @@ for RATE in $RATES; do
     # throttles at -l when the peer lags, which would show as a lower rate).
     if [[ "$SIPP_RC" == 0 && "$FAILED" == 0 && "$SUCCESS" == "$TOTAL" \
           && "$ELAPSED_MS" -le $((STEP_SECONDS * 1000 * 110 / 100 + 2000)) ]]; then
-        MAX_CPS="$RATE"
+        # Report what was sustained, not what was asked for.
+        MAX_CPS="$ACHIEVED"
     else
         echo "rate $RATE failed (sipp exit $SIPP_RC, ${ELAPSED_MS} ms); see $WORK" >&2
         break
