@@ -12,12 +12,10 @@ import os
 import signal
 from typing import Any
 
-from twisted.application import internet, service
+from twisted.application import service
 from twisted.python import usage
-from twisted.web.server import Site
 
 from sipd.daemon.config import DaemonConfig, load_config, parse_hostport
-from sipd.daemon.http import build_site_root
 from sipd.daemon.service import SipdService
 from sipd.errors import ConfigError, StateTableError
 from sipd.handlers import find_handler_factory
@@ -137,7 +135,7 @@ class _GracefulTerm(service.Service):
 
 
 def makeService(options: Options) -> service.MultiService:
-    """The SIP service and, unless disabled, the HTTP status service."""
+    """The SIP service (which also serves /status and /metrics unless HTTP is off)."""
     cfg: DaemonConfig = options["daemon_config"]
     top = service.MultiService()
     try:
@@ -153,9 +151,4 @@ def makeService(options: Options) -> service.MultiService:
         raise SystemExit(f"twistd sipd: state_table: {exc}") from None
     sipd_service.setServiceParent(top)
     _GracefulTerm().setServiceParent(top)
-    if cfg.http_host is not None:
-        site = Site(build_site_root(sipd_service))
-        http = internet.TCPServer(cfg.http_port, site, interface=cfg.http_host)
-        http.setName("http")
-        http.setServiceParent(top)
     return top

@@ -68,6 +68,7 @@ class SipdService(service.Service):
         self.coordinator.interceptor.handler = self.handler
         self.coordinator.on_session_end.append(self._cdr)
         self.started_at = time.time()
+        self._http: Any = None
         self.metrics.gauge(
             "sipd_active_calls",
             "Calls currently set up or in progress",
@@ -89,6 +90,18 @@ class SipdService(service.Service):
     # -- service ----------------------------------------------------------------------
     def startService(self) -> None:
         self.coordinator.start()
+        config = self.config
+        if config.http_host is not None:
+            # Owned here rather than by a sibling service so that /status and
+            # /metrics stay up while calls drain after SIGTERM.
+            from twisted.web.server import Site
+
+            from sipd.daemon.http import build_site_root
+
+            reactor = self.coordinator.reactor
+            self._http = reactor.listenTCP(
+                config.http_port, Site(build_site_root(self)), interface=config.http_host
+            )
         self.started_at = time.time()
         _log.info(
             "sipd {version} listening on {host}:{port} with handler {handler!r}",
@@ -107,7 +120,15 @@ class SipdService(service.Service):
             active=active,
             grace=self.config.grace,
         )
-        return self.coordinator.close(self.config.grace)
+        d = self.coordinator.close(self.config.grace)
+
+        def stop_http(result: object) -> object:
+            port, self._http = self._http, None
+            if port is not None:
+                return port.stopListening()
+            return result
+
+        return d.addBoth(stop_http)
 
     # -- operations ------------------------------------------------------------------------
     def _cdr(self, session: UnifiedSession) -> None:

@@ -531,7 +531,8 @@ def test_status_shows_a_held_call_and_sigterm_sends_it_bye(tmp_path: Path) -> No
 
 
 def test_a_stopping_daemon_answers_new_invites_with_503(tmp_path: Path) -> None:
-    """While it waits for a call to end after SIGTERM, a new INVITE gets 503; OPTIONS works."""
+    """While it waits for a call to end after SIGTERM, a new INVITE gets 503, OPTIONS works
+    and /status still answers, showing the call that is draining."""
     config = tmp_path / "sipd.yaml"
     write_config(config, grace=5.0)
     daemon = start_daemon(tmp_path, config)
@@ -551,6 +552,9 @@ def test_a_stopping_daemon_answers_new_invites_with_503(tmp_path: Path) -> None:
             heard = _raw_request(daemon.sip_port, "INVITE")
             assert heard[-1].startswith("SIP/2.0 503"), f"{heard}\n{daemon.report()}"
             assert daemon.proc.poll() is None, "the daemon should still wait for the held call"
+            # Operators can still watch the drain: /status says it refuses calls.
+            status = daemon.status()
+            assert status["accepting"] is False and status["active_calls"] == 1, status
             code = daemon.terminate()
             assert code == 0, daemon.report()
             assert run.proc.wait(10) == 0, run.report()
