@@ -12,12 +12,13 @@ from sipd.api.types import CallDirection, CallId, CallState, call_state_for
 from sipd.errors import CallError
 from sipd.media.frame import AudioFrame
 from sipd.session.session import UnifiedSession
+from sipd.session.state_table import Role
 from sipd.sip.headers import Headers
 
 if TYPE_CHECKING:
     from sipd.session.machine import Transition
 
-__all__ = ["Call", "IncomingCall"]
+__all__ = ["Call", "IncomingCall", "direction_of"]
 
 
 class Call:
@@ -106,19 +107,24 @@ class Call:
         """Take the call off hold (re-INVITE with ``a=sendrecv``); fires on the 2xx."""
         return self.session.resume()
 
-    def transfer(self, target: str) -> defer.Deferred[None]:
-        """Blind transfer (REFER, RFC 3515) of the other party to ``target``.
+    def transfer(self, target: str | Call | UnifiedSession) -> defer.Deferred[None]:
+        """Transfer the other party (REFER, RFC 3515).
 
-        Fires when the other party reports the new call answered (this call
-        is then hung up); fails with the reported status otherwise.
+        ``target`` is a URI (blind transfer) or another answered call of
+        ours (attended transfer, RFC 5589 §7: the other party is asked to
+        call that call's peer with ``Replaces``, which takes that call's
+        place). Fires when the other party reports the new call answered
+        (this call is then hung up; an attended target call ends when its
+        peer sends us BYE); fails with the reported status otherwise.
         """
-        return self.session.transfer(target)
+        return self.session.transfer(target.session if isinstance(target, Call) else target)
 
     def wait_for_transfer(self) -> defer.Deferred[Call]:
-        """Fires with the new :class:`Call` when the other party transfers us
-        (REFER) and the call to the transfer target is answered."""
+        """Fires with the new :class:`Call` that takes this one's place: the
+        other party transferred us (REFER) and the call to the transfer target
+        is answered, or an INVITE with Replaces for this call was answered."""
         return self.session.wait_for_transfer().addCallback(
-            lambda new: Call(new, CallDirection.OUTGOING)
+            lambda new: Call(new, direction_of(new))
         )
 
     # -- audio -----------------------------------------------------------------------
@@ -177,6 +183,11 @@ class Call:
     def stats(self) -> dict[str, object]:
         """Media statistics: packets sent/received, loss, jitter, RTT, codec."""
         return self.session.stats()
+
+
+def direction_of(session: UnifiedSession) -> CallDirection:
+    """OUTGOING for a call we placed, INCOMING for one we answered."""
+    return CallDirection.OUTGOING if session.role is Role.UAC else CallDirection.INCOMING
 
 
 class IncomingCall:

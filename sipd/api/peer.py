@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from sipd.api.call import Call, IncomingCall
+from sipd.api.call import Call, IncomingCall, direction_of
 from sipd.api.types import CallDirection, CallId
 from sipd.config import SipdConfig
 from sipd.errors import SipdError
@@ -184,8 +184,10 @@ class SimplePeer:
             self._calls[call.id] = call
 
     def _transferred(self, old: UnifiedSession, new: UnifiedSession) -> None:
-        call = Call(new, CallDirection.OUTGOING)
-        self._calls[call.id] = call
+        # A call placed for a REFER, or one answered for an INVITE with Replaces.
+        call = Call(new, direction_of(new))
+        if not new.is_ended:
+            self._calls[call.id] = call
 
     def _ended(self, session: UnifiedSession) -> None:
         self._calls.pop(CallId(session.id), None)

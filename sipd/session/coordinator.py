@@ -338,8 +338,37 @@ class UnifiedCoordinator:
     # -- DialogEventSink ----------------------------------------------------------------
     def new_invite(self, leg: CallLeg, request: Request, source: tuple[str, int]) -> None:
         invite = InviteDetails(request, source, self, leg=leg)
+        if leg.replaces is not None:
+            self._replace(invite, leg.replaces)
+            return
         self._pending[leg.key] = invite
         self.interceptor.intercept(invite)
+
+    def _replace(self, invite: InviteDetails, replaced: CallLeg) -> None:
+        """An INVITE with Replaces for ``replaced``'s call (RFC 3891 §3).
+
+        The handler is not asked and the application is not offered the
+        call: whoever is on the replaced call already accepted talking to us.
+        The new session answers at once (``ReplacingCall``); once it is
+        answered the old one gets ``Replaced`` and ends with BYE. Listeners
+        of :attr:`on_transfer` learn of the new call straight away.
+        """
+        session_id = self.registry.session_by_dialog(replaced.key)
+        old = self.store.get(session_id) if session_id is not None else None
+        if old is None or old.is_ended:
+            self.reject_invite(invite, 481, None)
+            return
+        invite._claim()
+        try:
+            new = self._start_uas(invite, offer=False, event="ReplacingCall")
+        except CallStateError:
+            return  # no media port: already answered 503
+        new.replaces = old
+        if not new.is_ended:
+            self.offer_transfer(old, new)
+        new.wait_for_answer().addCallbacks(
+            lambda _: old.fire("Replaced", session=new), lambda _: None
+        )
 
     def dialog_event(self, leg: CallLeg, event: str, **data: object) -> bool:
         session_id = self.registry.session_by_dialog(leg.key)
@@ -395,6 +424,10 @@ class UnifiedCoordinator:
 
     # -- InviteResponder -------------------------------------------------------------------
     def accept_invite(self, invite: InviteDetails, *, offer: bool) -> UnifiedSession:
+        return self._start_uas(invite, offer=offer, event="IncomingCall")
+
+    def _start_uas(self, invite: InviteDetails, *, offer: bool, event: str) -> UnifiedSession:
+        """Create the UAS session for ``invite`` and feed it ``event``."""
         leg = invite.leg
         assert isinstance(leg, CallLeg)
         self._pending.pop(leg.key, None)
@@ -416,7 +449,7 @@ class UnifiedCoordinator:
         self.store.add(session)
         self.registry.register_dialog(session.id, leg.key)
         self.metrics.inc("sipd_calls_started_total", direction="incoming")
-        session.fire("IncomingCall")
+        session.fire(event)
         return session
 
     def reject_invite(self, invite: InviteDetails, code: int, reason: str | None) -> None:

@@ -33,6 +33,7 @@ from sipd.sip.address import NameAddr
 from sipd.sip.auth import DigestClient
 from sipd.sip.dialog import Dialog, DialogRole, DialogState
 from sipd.sip.errors import BadRequest, SipParseError
+from sipd.sip.grammar import get_param, parse_params
 from sipd.sip.headers import Headers
 from sipd.sip.message import Request, Response, make_response
 from sipd.sip.transaction import (
@@ -114,6 +115,7 @@ class CallLeg:
         "ok_timer",
         "provisional",
         "reinvite_pending",
+        "replaces",
         "role",
         "server_txn",
         "source",
@@ -143,6 +145,8 @@ class CallLeg:
         self.cancel_sent = False
         self.final_status: int | None = None
         self.ended = False
+        #: The confirmed leg a new INVITE's Replaces header names (RFC 3891).
+        self.replaces: CallLeg | None = None
 
     def __repr__(self) -> str:
         return f"<CallLeg {self.role.value} {self.key}>"
@@ -631,13 +635,54 @@ class DialogAdapter:
         if not contacts:
             txn.respond(make_response(request, 400, "Missing Contact", to_tag=secrets.token_hex(4)))
             return
+        replaced: CallLeg | None = None
+        if "Replaces" in request.headers:
+            replaced = self._replaced_leg(request, txn)
+            if replaced is None:
+                return
         leg = CallLeg(DialogRole.UAS, request.call_id, secrets.token_hex(6), request)
+        leg.replaces = replaced
         leg.server_txn = txn
         leg.source = source
         self.legs[leg.key] = leg
         self._uas_pending[merge_key] = branch
         assert self.sink is not None
         self.sink.new_invite(leg, request, source)
+
+    def _replaced_leg(self, request: Request, txn: ServerTransaction) -> CallLeg | None:
+        """The confirmed leg the INVITE's Replaces header names, or None after
+        answering the INVITE (RFC 3891 §3).
+
+        ``Replaces: call-id;to-tag=X;from-tag=Y`` is written from our side:
+        X is our tag, Y the peer's. No such confirmed dialog (early ones
+        included, which are not replaced here): 481; one that has ended (BYE
+        sent or received): 603; ``early-only`` naming a confirmed dialog: 486.
+        """
+        value = request.headers.get("Replaces") or ""
+        call_id, _, rest = value.partition(";")
+        try:
+            params = parse_params(rest)
+        except BadRequest:
+            params = ()
+        to_tag, from_tag = get_param(params, "to-tag"), get_param(params, "from-tag")
+        status, reason = 0, ""
+        if not call_id.strip() or not to_tag or not from_tag:
+            status, reason = 400, "Bad Replaces Header"
+        else:
+            leg = self._find_leg(call_id.strip(), to_tag)
+            dialog = leg.dialog if leg is not None else None
+            if leg is None or dialog is None or dialog.id.remote_tag != from_tag:
+                status = 481
+            elif dialog.state is DialogState.TERMINATED or leg.ended:
+                status = 603
+            elif dialog.state is not DialogState.CONFIRMED:
+                status = 481
+            elif get_param(params, "early-only") is not None:
+                status = 486
+            else:
+                return leg
+        txn.respond(make_response(request, status, reason or None, to_tag=secrets.token_hex(4)))
+        return None
 
     def _contacts_or_400(self, request: Request, txn: ServerTransaction) -> list[NameAddr] | None:
         """The Contact addresses, or None after answering 400 naming the bad Contact.

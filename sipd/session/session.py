@@ -112,6 +112,8 @@ class UnifiedSession:
         self._refer_txn: object = None
         self.replacement: UnifiedSession | None = None
         self.transferred_from: UnifiedSession | None = None
+        #: The call this one replaces (we accepted an INVITE with Replaces for it).
+        self.replaces: UnifiedSession | None = None
         self._pending: tuple[str, NegotiationResult | SdpError] | None = None
         self._answer_waiters: list[defer.Deferred[UnifiedSession]] = []
         self._end_waiters: list[defer.Deferred[None]] = []
@@ -287,14 +289,21 @@ class UnifiedSession:
         """Take the call off hold (re-INVITE, a=sendrecv); fires on the 2xx."""
         return self._operation("Resume", ("Active", "RemoteHold"), ("OnHold", "Resuming"), "resume")
 
-    def transfer(self, target: str) -> defer.Deferred[None]:
-        """Blind transfer (REFER): fires when the peer reports the new call answered.
+    def transfer(self, target: str | UnifiedSession) -> defer.Deferred[None]:
+        """Transfer the peer (REFER): fires when the peer reports the new call answered.
 
-        The call is then hung up; fails with the status the peer reports
+        ``target`` is a URI (blind transfer) or another answered call of ours
+        (attended transfer: the peer is asked to replace that call, RFC 5589
+        §7). The call is then hung up; fails with the status the peer reports
         otherwise (and the call stays up).
         """
         try:
-            uri = self.coordinator.target_uri(target)
+            if isinstance(target, UnifiedSession):
+                if target is self:
+                    raise CallStateError(f"cannot transfer call {self.id} to itself")
+                uri = target.replacing_uri()
+            else:
+                uri = self.coordinator.target_uri(target)
         except Exception:
             return defer.fail()
         if self.state != "Active":
@@ -306,9 +315,29 @@ class UnifiedSession:
         self.fire("Transfer", target=str(uri))
         return d
 
+    def replacing_uri(self) -> Uri:
+        """Where to send an INVITE that replaces this call: the Refer-To of an
+        attended transfer.
+
+        The peer's remote target (its Contact: the very UA holding this
+        dialog, where an address-of-record might fork elsewhere) with a
+        ``Replaces`` URI header naming the dialog from that peer's side
+        (RFC 3891 §3): its tag is the to-tag, ours the from-tag.
+        """
+        leg = self.leg
+        dialog = leg.dialog if leg is not None else None
+        if leg is None or dialog is None or self.answered_at is None or self.is_ended:
+            raise CallStateError(
+                f"call {self.id} cannot be the target of a transfer in state {self.state}: "
+                "it must be answered"
+            )
+        replaces = f"{leg.call_id};to-tag={dialog.id.remote_tag};from-tag={leg.local_tag}"
+        return dialog.remote_target.replace(headers=(("Replaces", replaces),))
+
     def wait_for_transfer(self) -> defer.Deferred[UnifiedSession]:
-        """Fires with the new session when the peer transfers this call to someone
-        else (REFER) and the new call is answered."""
+        """Fires with the new session when this call is handed over to another:
+        the peer transfers us (REFER) and the new call is answered, or an INVITE
+        with Replaces takes this call's place (attended transfer) and is answered."""
         if self.replacement is not None and self.replacement.answered_at is not None:
             return defer.succeed(self.replacement)
         d: defer.Deferred[UnifiedSession] = defer.Deferred()
@@ -975,19 +1004,34 @@ def _notify_transfer_failed(s: UnifiedSession, event: Event) -> None:
     s._settle_ops(error)
 
 
-def _refer_target(request: object) -> str | None:
+def _refer_uri(request: object) -> Uri | None:
     if not isinstance(request, Request):
         return None
     value = request.headers.get("Refer-To")
     if not value:
         return None
     try:
-        uri = parse_name_addr(value).uri
-    except SdpError:
-        return None
+        return parse_name_addr(value).uri
     except Exception:
         return None
-    return str(uri.replace(headers=()))
+
+
+def _refer_target(request: object) -> str | None:
+    """The Refer-To URI without its URI headers: whom to call."""
+    uri = _refer_uri(request)
+    return str(uri.replace(headers=())) if uri is not None else None
+
+
+def _refer_replaces(request: object) -> str | None:
+    """The Refer-To's ``Replaces`` URI header (attended transfer), unescaped.
+
+    Of the URI headers only this one is copied into the INVITE: the others
+    would let the referrer write arbitrary headers into our request.
+    """
+    uri = _refer_uri(request)
+    if uri is None:
+        return None
+    return next((v for n, v in uri.headers if n.lower() == "replaces"), None)
 
 
 def _accept_refer(s: UnifiedSession, event: Event) -> None:
@@ -998,8 +1042,10 @@ def _accept_refer(s: UnifiedSession, event: Event) -> None:
     txn.respond(make_response(request, 202))
     dialogs = s.coordinator.dialogs
     dialogs.notify_refer(s.leg, 100, "Trying", final=False)
+    replaces = _refer_replaces(request)
+    headers = [("Replaces", replaces)] if replaces else []
     try:
-        new = s.coordinator.create_outgoing_call(target)
+        new = s.coordinator.create_outgoing_call(target, headers=headers)
     except CallError as exc:
         s._post.append(partial(s.fire, "ReferredCallFailed", status=503, reason=str(exc)))
         return
@@ -1042,7 +1088,24 @@ def _notify_refer_failure(s: UnifiedSession, event: Event) -> None:
         s.coordinator.dialogs.notify_refer(s.leg, status, reason, final=True)
 
 
+def _answer_replacement(s: UnifiedSession, event: Event) -> None:
+    # Queued behind this transition: Incoming's Accept rows answer it.
+    s.fire("Accept")
+
+
+def _notify_replaced(s: UnifiedSession, event: Event) -> None:
+    new = event.data.get("session")
+    if not isinstance(new, UnifiedSession):
+        return
+    s.replacement = new
+    waiters, s._transfer_waiters = s._transfer_waiters, []
+    for d in waiters:
+        s._post.append(partial(d.callback, new))
+
+
 ACTIONS: dict[str, Callable[[UnifiedSession, Event], None]] = {
+    "AnswerReplacement": _answer_replacement,
+    "NotifyReplaced": _notify_replaced,
     "SendHoldReinvite": _send_hold_reinvite,
     "SendResumeReinvite": _send_resume_reinvite,
     "ApplyReanswer": _apply_reanswer,
