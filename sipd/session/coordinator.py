@@ -395,12 +395,19 @@ class UnifiedCoordinator:
         try:
             result = self.interceptor.handler.on_response(leg.key, response)
         except Exception:
-            _log.failure("handler.on_response failed for {dialog}", dialog=leg.key)
+            _log.failure(
+                "handler.on_response failed for {dialog}", dialog=leg.key, call_id=leg.call_id
+            )
             return
         if isinstance(result, defer.Deferred):
             result.addCallback(self._apply_response_decision, session, event, response)
             result.addErrback(
-                lambda f: _log.failure("handler.on_response failed for {dialog}", f, dialog=leg.key)
+                lambda f: _log.failure(
+                    "handler.on_response failed for {dialog}",
+                    f,
+                    dialog=leg.key,
+                    call_id=leg.call_id,
+                )
             )
         else:
             self._apply_response_decision(result, session, event, response)
@@ -490,7 +497,7 @@ class UnifiedCoordinator:
             try:
                 listener(old, new)
             except Exception:
-                _log.failure("transfer listener failed")
+                _log.failure("transfer listener failed", call_id=new.call_id)
 
     def session_ended(self, session: UnifiedSession) -> None:
         """Release everything the session held (the Cleanup action)."""
@@ -512,7 +519,7 @@ class UnifiedCoordinator:
             try:
                 listener(session)
             except Exception:
-                _log.failure("session end listener failed")
+                _log.failure("session end listener failed", call_id=session.call_id)
 
 
 def _widen_receive_buffer(port: object) -> None:

@@ -281,6 +281,7 @@ class SignalingInterceptor:
                 "handler {handler!r} returned {decision!r}, not a SignalingDecision; answering 500",
                 handler=self.handler,
                 decision=decision,
+                call_id=invite.call_id,
             )
             self.pending.pop(invite.call_id, None)
             if not invite.answered:

@@ -193,13 +193,17 @@ class UnifiedSession:
             _log.info(
                 "call {session_id}: {event} ignored in state {state}: {exc}",
                 session_id=self.id,
+                call_id=self.call_id,
                 event=event,
                 state=self.state,
                 exc=exc,
             )
         except Exception:
             _log.failure(
-                "call {session_id}: action failed on {event}", session_id=self.id, event=event
+                "call {session_id}: action failed on {event}",
+                session_id=self.id,
+                call_id=self.call_id,
+                event=event,
             )
         finally:
             self._firing = False
@@ -594,7 +598,7 @@ def _guard_transfer_allowed(s: UnifiedSession, event: Event) -> bool:
     try:
         decision = decide(s, target)
     except Exception:
-        _log.failure("handler.on_transfer_request failed")
+        _log.failure("handler.on_transfer_request failed", call_id=s.call_id)
         return False
     return decision is True or isinstance(decision, Accept)
 
@@ -866,7 +870,7 @@ def _apply_reanswer(s: UnifiedSession, event: Event) -> None:
         remote = parse_sdp(response.body)
         result = process_answer(offer, remote)
     except SdpError as exc:
-        _log.warn("answer to our re-offer is unusable: {error}", error=str(exc))
+        _log.warn("answer to our re-offer is unusable: {error}", error=str(exc), call_id=s.call_id)
         return
     s.remote_sdp = remote
     s.local_sdp = offer
