@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUD
 from twisted.logger import Logger
 
 from sipd.config import SipdConfig, default_state_table_path
-from sipd.errors import CallRejected, CallStateError, ConfigError
+from sipd.errors import CallError, CallRejected, CallStateError, ConfigError
 from sipd.metrics import Metrics
 from sipd.session.dialog_adapter import CallLeg, DialogAdapter
 from sipd.session.interceptor import (
@@ -180,6 +180,7 @@ class UnifiedCoordinator:
             return defer.fail()
         if self.registrar is None:
             self.registrar = target
+        self._learn_towards(target)
         if secret:
             self.dialogs.auth = DigestClient(user, secret)
         registration = Registration(
@@ -192,6 +193,32 @@ class UnifiedCoordinator:
         )
         self.registrations.append(registration)
         return registration.start()
+
+    def learn_local_host(self, towards: str) -> None:
+        """Bound to a wildcard address: find the address we are reached at.
+
+        Asks the OS which local address routes to ``towards`` (a UDP
+        ``connect`` sends nothing) and uses it in Contact, Via and SDP from
+        then on, so a peer never sees 0.0.0.0 or a loopback address it cannot
+        reach. Done once; ``advertised_host`` in the config wins.
+        """
+        config = self.config
+        if config.advertised_host or config.host not in ("0.0.0.0", "", "::"):
+            return
+        family = socket.AF_INET6 if ":" in towards else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((towards.strip("[]"), 9))
+                local = probe.getsockname()[0]
+        except OSError:
+            return
+        config.advertised_host = local
+        _log.info("reachable at {host} (route towards {towards})", host=local, towards=towards)
+
+    def _learn_towards(self, uri: Uri) -> None:
+        if self.config.advertised_host is None:
+            with contextlib.suppress(CallError):
+                self.learn_local_host(self.dialogs.resolve(uri)[0])
 
     def route_for(self, target: Uri) -> Uri | None:
         """The proxy an outgoing INVITE to ``target`` goes through, if any.
@@ -330,6 +357,7 @@ class UnifiedCoordinator:
         )
         session.extra_headers = list(headers or ())
         session.proxy = self.route_for(uri)
+        self._learn_towards(session.proxy or uri)
         self.store.add(session)
         self.metrics.inc("sipd_calls_started_total", direction="outgoing")
         session.fire("MakeCall")
