@@ -414,8 +414,7 @@ class UnifiedCoordinator:
         response = data.get("response")
         if isinstance(response, Response) and session.role is Role.UAC:
             self._consult_handler(session, leg, event, response)
-        session.fire(event, **data)
-        return True
+        return session.fire(event, **data)
 
     def _consult_handler(
         self, session: UnifiedSession, leg: CallLeg, event: str, response: Response

@@ -120,7 +120,7 @@ class UnifiedSession:
         self._listeners: list[Callable[[UnifiedSession, Transition], None]] = []
         # Waiter callbacks run after the machine settles, never mid-transition,
         # so user code sees the final state and may drive the call again.
-        self._post: list[Callable[[], None]] = []
+        self._post: list[Callable[[], object]] = []
         self._firing = False
         self.machine: SessionMachine = coordinator.machine_factory(role).create(self)
 
@@ -172,24 +172,27 @@ class UnifiedSession:
         self._listeners.append(listener)
 
     # -- driving it ---------------------------------------------------------------
-    def fire(self, event: str, **data: object) -> None:
+    def fire(self, event: str, **data: object) -> bool:
         """Feed an event; events a state has no row for are logged and dropped.
 
         Remote input can always arrive at an awkward moment (a BYE crossing
         ours, a late ACK); the table lists the expected ones, anything else
-        must not break the call.
+        must not break the call. Returns False when the event was dropped,
+        so the signalling layer can still answer a request nobody took.
         """
         if self.machine.is_final:
-            return
+            return False
         if self._firing:
             # Re-entered from a waiter or listener: queue behind the current event.
             self._post.append(partial(self.fire, event, **data))
-            return
+            return True
         self._firing = True
+        handled = True
         before = len(self.machine.history)
         try:
             self.machine.fire(event, **data)
         except UnhandledEvent as exc:
+            handled = False
             _log.info(
                 "call {session_id}: {event} ignored in state {state}: {exc}",
                 session_id=self.id,
@@ -213,6 +216,7 @@ class UnifiedSession:
                     listener(self, transition)
         while self._post:
             self._post.pop(0)()
+        return handled
 
     def wait_for_answer(self) -> defer.Deferred[UnifiedSession]:
         """Fires with the session when answered; fails with the reason otherwise."""
