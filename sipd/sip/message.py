@@ -11,9 +11,7 @@ it came from; a changed one serialises canonically (full header names,
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
 
 from sipd.sip.address import NameAddr, parse_name_addr
 from sipd.sip.errors import BadRequest, VersionNotSupported
@@ -101,9 +99,6 @@ class Message:
 
     headers: Headers
     body: bytes
-    _memo_values: dict[str, object] | None
-    _memo_headers: Headers | None
-    _memo_version: int
 
     # -- typed views of the common headers (parsed on demand) -------------
     @property
@@ -117,39 +112,20 @@ class Message:
     @property
     def cseq(self) -> CSeq:
         """The CSeq as a :class:`CSeq`."""
-        return self._memo("CSeq", _cseq)
+        value = self.headers.get("CSeq")
+        if value is None:
+            raise BadRequest("missing CSeq header")
+        return parse_cseq(value)
 
     @property
     def from_(self) -> NameAddr:
         """The From address (``from`` is a keyword, hence the underscore)."""
-        return self._memo("From", _from)
+        return _address(self.headers, "From")
 
     @property
     def to(self) -> NameAddr:
         """The To address."""
-        return self._memo("To", _to)
-
-    def _memo(self, name: str, parse: Callable[[Headers], _T]) -> _T:
-        """Parse a header once per version of the header block.
-
-        Every layer reads the top Via, CSeq, From and To of each message; the
-        parsed values are frozen, so they are kept until a header changes.
-        """
-        headers = self.headers
-        memo = self._memo_values
-        if (
-            memo is None
-            or self._memo_headers is not headers
-            or (self._memo_version != headers.version)
-        ):
-            # The subclasses (slotted dataclasses) declare these three fields.
-            memo = self._memo_values = {}  # type: ignore[misc]
-            self._memo_headers = headers  # type: ignore[misc]
-            self._memo_version = headers.version  # type: ignore[misc]
-        value = memo.get(name, _MISSING)
-        if value is _MISSING:
-            value = memo[name] = parse(headers)
-        return cast(_T, value)
+        return _address(self.headers, "To")
 
     @property
     def vias(self) -> list[Via]:
@@ -159,7 +135,10 @@ class Message:
     @property
     def top_via(self) -> Via:
         """The top Via: it names the transaction (branch) and the reply address."""
-        return self._memo("Via", _top_via)
+        value = self.headers.first_value("Via")
+        if value is None:
+            raise BadRequest("missing Via header")
+        return parse_via(value)
 
     @property
     def contacts(self) -> list[NameAddr]:
@@ -198,32 +177,6 @@ class Message:
         return "\r\n".join(lines).encode("utf-8") + self.body
 
 
-_MISSING = object()
-_T = TypeVar("_T")
-
-
-def _cseq(headers: Headers) -> CSeq:
-    value = headers.get("CSeq")
-    if value is None:
-        raise BadRequest("missing CSeq header")
-    return parse_cseq(value)
-
-
-def _from(headers: Headers) -> NameAddr:
-    return _address(headers, "From")
-
-
-def _to(headers: Headers) -> NameAddr:
-    return _address(headers, "To")
-
-
-def _top_via(headers: Headers) -> Via:
-    value = headers.first_value("Via")
-    if value is None:
-        raise BadRequest("missing Via header")
-    return parse_via(value)
-
-
 def _address(headers: Headers, name: str) -> NameAddr:
     value = headers.get(name)
     if value is None:
@@ -243,9 +196,6 @@ class Request(Message):
     # What the message was parsed from, to re-emit it unchanged.
     _raw: bytes | None = field(default=None, repr=False)
     _raw_state: tuple[object, ...] | None = field(default=None, repr=False)
-    _memo_values: dict[str, object] | None = field(default=None, repr=False)
-    _memo_headers: Headers | None = field(default=None, repr=False)
-    _memo_version: int = field(default=-1, repr=False)
 
     @property
     def start_line(self) -> str:
@@ -292,9 +242,6 @@ class Response(Message):
     version: str = SIP_VERSION
     _raw: bytes | None = field(default=None, repr=False)
     _raw_state: tuple[object, ...] | None = field(default=None, repr=False)
-    _memo_values: dict[str, object] | None = field(default=None, repr=False)
-    _memo_headers: Headers | None = field(default=None, repr=False)
-    _memo_version: int = field(default=-1, repr=False)
 
     def __post_init__(self) -> None:
         if not self.reason:
