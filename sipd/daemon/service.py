@@ -81,6 +81,8 @@ class SipdService(service.Service):
         m.describe("sipd_calls_started_total", "Calls started, by direction")
         m.describe("sipd_sip_requests_received_total", "SIP requests received, by method")
         m.describe("sipd_sip_responses_received_total", "SIP responses received, by status")
+        m.describe("sipd_sip_requests_sent_total", "SIP requests sent (retransmissions too)")
+        m.describe("sipd_sip_responses_sent_total", "SIP responses sent (retransmissions too)")
         m.describe("sipd_sip_parse_errors_total", "Datagrams that did not parse as SIP")
         m.describe("sipd_sip_transaction_timeouts_total", "Transactions that timed out")
         m.describe("sipd_rtp_packets_sent_total", "RTP packets sent by ended calls")

@@ -158,6 +158,14 @@ class SipDatagramProtocol(DatagramProtocol):
         if self.transport is None:
             raise OSError("SIP transport is not listening")
         self.transport.write(data, _normalise(addr))
+        # Counted from the start line's bytes: no parsing on the way out.
+        if data.startswith(b"SIP/2.0 "):
+            self.metrics.inc(
+                "sipd_sip_responses_sent_total", status=data[8:11].decode("ascii", "replace")
+            )
+        else:
+            method = data[: data.find(b" ", 0, 20)].decode("ascii", "replace")
+            self.metrics.inc("sipd_sip_requests_sent_total", method=method)
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         source: Addr = (addr[0], addr[1])

@@ -466,6 +466,9 @@ def test_sipp_calls_complete_and_metrics_and_cdrs_count_them(
         assert metrics['sipd_sip_requests_received_total{method="INVITE"}'] == 3, report
         assert metrics['sipd_sip_requests_received_total{method="ACK"}'] == 3, report
         assert metrics['sipd_sip_requests_received_total{method="BYE"}'] == 3, report
+        # Each call: 180 and 200 to the INVITE (200 retransmissions possible), 200 to the BYE.
+        assert metrics['sipd_sip_responses_sent_total{status="180"}'] == 3, report
+        assert metrics['sipd_sip_responses_sent_total{status="200"}'] >= 6, report
         assert metrics["sipd_active_calls"] == 0, report
         assert "sipd_rtp_jitter_ms" in metrics, report
 
