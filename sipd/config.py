@@ -61,6 +61,11 @@ class SipdConfig:
     send_ringing: bool = True
     #: Jitter buffer depth in 20 ms packets (reordering tolerated).
     jitter_depth: int = 3
+    #: Port written into Contact/Via when it differs from the bound one (NAT).
+    advertised_port: int | None = None
+    #: Behind NAT: when a registrar's 200 shows (``received``/``rport``) that
+    #: it saw us at another address, advertise that address and re-register.
+    nat_rewrite: bool = True
     #: Send every out-of-dialog request via this proxy (``sip:host:port``).
     outbound_proxy: str | None = None
     #: Register at this registrar on start (``sip:host:port``); calls to plain

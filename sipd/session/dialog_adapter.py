@@ -241,14 +241,21 @@ class DialogAdapter:
         host = self.host
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
-        return f"{host}:{self.local_port}"
+        return f"{host}:{self.advertised_port}"
 
     def local_uri(self, user: str | None = None) -> Uri:
         """Our own URI: ``sip:<name>@host:port``."""
         host = self.host
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
-        return Uri(scheme="sip", host=host, user=user or self.config.name, port=self.local_port)
+        return Uri(
+            scheme="sip", host=host, user=user or self.config.name, port=self.advertised_port
+        )
+
+    @property
+    def advertised_port(self) -> int:
+        """The port in our Contact and Via: the bound one unless NAT says otherwise."""
+        return self.config.advertised_port or self.local_port
 
     @property
     def contact(self) -> str:

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from sipd.errors import AuthenticationError, CallError, RegistrationError
 from sipd.sip.address import NameAddr
 from sipd.sip.auth import DigestClient, parse_credentials
-from sipd.sip.errors import BadRequest
+from sipd.sip.errors import BadRequest, SipParseError
 from sipd.sip.headers import Headers
 from sipd.sip.message import Request, Response
 from sipd.sip.transaction import new_branch
@@ -259,6 +259,8 @@ class Registration:
             if self._stopping is not None and not self._stopping.called:
                 self._stopping.callback(None)
             return
+        if self._rewrite_contact(response):
+            return
         granted = self._granted(response, expires)
         self.granted_expires = granted
         self.state = RegistrationState.REGISTERED
@@ -275,6 +277,44 @@ class Registration:
         )
         if self._first is not None and not self._first.called:
             self._first.callback(self)
+
+    def _rewrite_contact(self, response: Response) -> bool:
+        """Behind NAT, re-register at the address the registrar saw (RFC 3581).
+
+        The registrar's ``received``/``rport`` on our Via tell where our
+        packets really came from; when that differs from our Contact, calls
+        to the Contact would never reach us. The new address is advertised
+        from then on, and the old binding is removed in the same REGISTER.
+        """
+        config = self.coordinator.config
+        if not config.nat_rewrite:
+            return False
+        try:
+            via = response.top_via
+            rport = via.rport
+        except SipParseError:
+            return False
+        dialogs = self.coordinator.dialogs
+        host = via.received or dialogs.host
+        port = rport if isinstance(rport, int) and not isinstance(rport, bool) else None
+        port = port or dialogs.advertised_port
+        if (host, port) == (dialogs.host, dialogs.advertised_port):
+            return False
+        old = self.contact
+        config.advertised_host = host
+        config.advertised_port = port
+        _log.info(
+            "registrar {registrar} sees us at {host}:{port}; re-registering that contact",
+            registrar=str(self.registrar),
+            host=host,
+            port=port,
+        )
+        request = self._build(self.requested_expires)
+        request.headers.add("Contact", f"{old};expires=0")
+        if self.auth is not None:
+            request = self.auth.preauthorize(request)
+        self._send(self.requested_expires, request)
+        return True
 
     def _granted(self, response: Response, asked: int) -> int:
         ours = self.coordinator.dialogs.local_uri()
