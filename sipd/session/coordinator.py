@@ -592,6 +592,12 @@ def release_memory() -> None:
     import ctypes
     import gc
 
+    from sipd.sip import message, uri
+
+    # The parse caches were filled during the burst; their entries pin
+    # allocator arenas that could otherwise go back to the OS.
+    uri.clear_cache()
+    message.clear_cache()
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -301,6 +301,11 @@ _NAME_CACHE: dict[str, tuple[str, str]] = {}
 _NAME_CACHE_MAX = 512
 
 
+def clear_cache() -> None:
+    """Forget cached header-name lookups (see :func:`sipd.sip.uri.clear_cache`)."""
+    _NAME_CACHE.clear()
+
+
 def _header_name(raw: str) -> tuple[str, str]:
     """Validate a raw header name and return its (key, canonical name)."""
     name = raw.rstrip(" \t")

@@ -151,6 +151,11 @@ _URI_CACHE: dict[str, Uri] = {}
 _URI_CACHE_MAX = 2048
 
 
+def clear_cache() -> None:
+    """Forget cached parses (the UA went quiet; give the memory back)."""
+    _URI_CACHE.clear()
+
+
 def parse_uri(text: str, *, require_supported: bool = True) -> Uri:
     """Parse a SIP, SIPS or tel URI.
 
