@@ -20,6 +20,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from sipd.config import SipdConfig
 from sipd.errors import ConfigError
 from sipd.handlers import find_handler_factory
+from sipd.logs import LEVELS
 
 __all__ = ["DaemonConfig", "RegistrarConfig", "load_config", "parse_config", "parse_hostport"]
 
@@ -37,6 +38,8 @@ class DaemonConfig:
     source: str = "<defaults>"
     #: Line of ``handler.settings`` in :attr:`source`, for the handler's own errors.
     handler_settings_line: int | None = None
+    #: Minimum level of sipd's own log events (debug, info, warn, error).
+    log_level: str = "info"
     #: The registrar, when the ``registrar`` section is present.
     registrar: RegistrarConfig | None = None
 
@@ -172,7 +175,17 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
     top = c.mapping(
         root,
         "",
-        {"sip", "timers", "media", "state_table", "handler", "http", "shutdown", "registrar"},
+        {
+            "sip",
+            "timers",
+            "media",
+            "state_table",
+            "handler",
+            "http",
+            "shutdown",
+            "registrar",
+            "log",
+        },
     )
     sip: dict[str, Any] = {}
     where: dict[str, tuple[Node, str]] = {}
@@ -285,6 +298,14 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
         cfg.grace = float(c.number(node, key))
 
     each("shutdown", {"grace": grace})
+
+    def level(node: Node, key: str) -> None:
+        value = str(c.string(node, key)).lower()
+        if value not in LEVELS:
+            raise c.fail(node, key, f"must be one of {', '.join(LEVELS)}, got {value!r}")
+        cfg.log_level = value
+
+    each("log", {"level": level})
 
     if "registrar" in top:
         reg = RegistrarConfig()

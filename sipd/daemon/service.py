@@ -13,12 +13,12 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from sipd import __version__
 from sipd.daemon.config import DaemonConfig
 from sipd.handlers import find_handler_factory
 from sipd.handlers.routing import RoutingHandler
+from sipd.logs import Logger, set_level
 from sipd.metrics import Metrics
 from sipd.session.coordinator import UnifiedCoordinator
 from sipd.session.registrar import Registrar
@@ -91,6 +91,7 @@ class SipdService(service.Service):
 
     # -- service ----------------------------------------------------------------------
     def startService(self) -> None:
+        set_level(self.config.log_level)
         self.coordinator.start()
         config = self.config
         if config.http_host is not None:

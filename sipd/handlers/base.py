@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from sipd.logs import Logger
 from sipd.session.interceptor import Accept, ISignalingHandler, ISignalingHandlerFactory
 from sipd.sip.message import Response
 

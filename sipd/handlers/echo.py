@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from sipd.handlers.base import HandlerBase
+from sipd.logs import Logger
 from sipd.session.interceptor import Defer, InviteDetails
 from sipd.session.session import UnifiedSession
 

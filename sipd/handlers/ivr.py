@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from sipd.errors import CallStateError, ConfigError
 from sipd.handlers.base import HandlerBase
+from sipd.logs import Logger
 from sipd.media.frame import AudioFrame
 from sipd.media.tones import tone
 from sipd.session.interceptor import Defer, InviteDetails

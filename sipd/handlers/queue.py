@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from sipd.errors import CallError, ConfigError
 from sipd.handlers.base import HandlerBase
+from sipd.logs import Logger
 from sipd.media.bridge import bridge
 from sipd.media.frame import FRAME_SAMPLES, AudioFrame
 from sipd.media.tones import tone

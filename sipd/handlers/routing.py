@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import Logger
-
 from sipd.errors import CallError
 from sipd.handlers.base import HandlerBase
+from sipd.logs import Logger
 from sipd.media.bridge import bridge
 from sipd.session.interceptor import Defer, InviteDetails, Reject
 from sipd.session.registrar import Registrar

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
+from sipd.logs import Logger
 from sipd.media.fanout import AudioSubscription
 from sipd.media.frame import AudioFrame
 

@@ -32,9 +32,9 @@ import numpy as np
 from numpy.typing import NDArray
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
 from sipd.errors import SipdValueError
+from sipd.logs import Logger
 from sipd.media.fanout import AudioSubscription
 from sipd.media.frame import FRAME_SAMPLES, AudioFrame
 

@@ -16,8 +16,8 @@ from typing import Any
 from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 
+from sipd.logs import Logger
 from sipd.media.stream import Addr, MediaStream
 
 __all__ = ["MediaClock", "RtcpProtocol", "RtpProtocol"]

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from sipd.errors import CallStateError, RtpParseError
+from sipd.logs import Logger
 from sipd.media import g711
 from sipd.media.dtmf import DtmfReceiver, DtmfSender
 from sipd.media.frame import FRAME_SAMPLES, SAMPLE_RATE, AudioFrame

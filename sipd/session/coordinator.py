@@ -16,10 +16,10 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUDP
-from twisted.logger import Logger
 
 from sipd.config import SipdConfig, default_state_table_path
 from sipd.errors import CallError, CallRejected, CallStateError, ConfigError
+from sipd.logs import Logger
 from sipd.metrics import Metrics
 from sipd.session.dialog_adapter import CallLeg, DialogAdapter
 from sipd.session.interceptor import (

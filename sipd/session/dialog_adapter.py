@@ -24,10 +24,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 
 from sipd.config import SipdConfig
 from sipd.errors import CallFailed
+from sipd.logs import Logger
 from sipd.metrics import Metrics
 from sipd.sip.address import NameAddr
 from sipd.sip.auth import DigestClient

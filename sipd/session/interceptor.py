@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 from sipd.errors import CallStateError, SipdValueError
+from sipd.logs import Logger
 from sipd.sip.headers import Headers
 from sipd.sip.message import Request, Response
 

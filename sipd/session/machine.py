@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from automat import TypeMachineBuilder
-from twisted.logger import Logger
 
 from sipd.errors import ActionFailed, UnhandledEvent
+from sipd.logs import Logger
 from sipd.session.state_table import GuardTest, Role, Row, StateTable
 
 __all__ = [

@@ -18,9 +18,9 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
 
 from sipd.config import SipdConfig
+from sipd.logs import Logger
 from sipd.media.fanout import AudioSubscription, DigitQueue, WavRecorder
 from sipd.media.frame import AudioFrame
 from sipd.media.ports import PortAllocator, PortsExhausted

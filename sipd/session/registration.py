@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
 
 from sipd.errors import AuthenticationError, CallError, RegistrationError
+from sipd.logs import Logger
 from sipd.sip.address import NameAddr
 from sipd.sip.auth import DigestClient, parse_credentials
 from sipd.sip.errors import BadRequest, SipParseError

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
 
 from sipd.errors import (
     CallCancelled,
@@ -29,6 +28,7 @@ from sipd.errors import (
     SdpError,
     UnhandledEvent,
 )
+from sipd.logs import Logger
 from sipd.sdp import (
     PCMA,
     PCMU,

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
 from sipd.errors import TransactionError
+from sipd.logs import Logger
 from sipd.sip.errors import SipParseError
 from sipd.sip.message import Request, Response, make_response
 from sipd.sip.transaction_client import (

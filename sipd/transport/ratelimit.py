@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+
+from sipd.logs import Logger
 
 __all__ = ["RateLimitedLog"]
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 
+from sipd.logs import Logger
 from sipd.metrics import Metrics
 from sipd.sip.errors import BadRequest, SipParseError
 from sipd.sip.message import Request, Response, make_response, parse_message
