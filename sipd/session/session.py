@@ -474,15 +474,20 @@ class UnifiedSession:
         self._pending = (f"answer:{id(event)}", result)
         return result
 
-    def _evaluate_offer(self, event: Event) -> NegotiationResult | SdpError:
+    def _evaluate_offer(self, event: Event) -> NegotiationResult | SdpError | None:
+        """The answer to the INVITE's offer; None for an INVITE without SDP.
+
+        An INVITE without a body is a delayed offer (RFC 3261 §13.2.1): we
+        make the offer in our 200 and the caller answers in its ACK.
+        """
         if self._pending is not None and self._pending[0] == f"offer:{id(event)}":
             return self._pending[1]
         assert self.leg is not None and self.media is not None
         body = self.leg.invite.body
+        if not body:
+            return None
         result: NegotiationResult | SdpError
         try:
-            if not body:
-                raise SdpError("INVITE without SDP offer (delayed offer) is not supported")
             offer = parse_sdp(body)
             self.remote_sdp = offer
             result = negotiate_answer(
@@ -531,7 +536,7 @@ def _guard_answer_acceptable(s: UnifiedSession, event: Event) -> bool:
 
 
 def _guard_offer_acceptable(s: UnifiedSession, event: Event) -> bool:
-    return isinstance(s._evaluate_offer(event), NegotiationResult)
+    return not isinstance(s._evaluate_offer(event), SdpError)
 
 
 def _guard_hangup_pending(s: UnifiedSession, event: Event) -> bool:
@@ -792,9 +797,41 @@ def _offer_to_application(s: UnifiedSession, event: Event) -> None:
 
 def _apply_offer(s: UnifiedSession, event: Event) -> None:
     result = s._evaluate_offer(event)
+    if result is None:
+        # Delayed offer: our 200 carries the offer; media starts on the ACK.
+        assert s.media is not None
+        s.local_sdp = build_offer(
+            s.coordinator.config.contact_host,
+            s.media.port,
+            s._codecs,
+            session_id=s._sdp_session_id,
+            session_version=s._sdp_version,
+        )
+        return
     assert isinstance(result, NegotiationResult)
     s.negotiation = result
     s.local_sdp = result.answer
+
+
+def _apply_ack_answer(s: UnifiedSession, event: Event) -> None:
+    """For a delayed offer, the ACK carries the answer to the offer in our 200."""
+    if s.negotiation is not None or s.local_sdp is None:
+        return
+    request = event.data.get("request")
+    try:
+        if not isinstance(request, Request) or not request.body:
+            raise SdpError("the ACK carried no SDP answer to our offer")
+        answer = parse_sdp(request.body)
+        s.negotiation = process_answer(s.local_sdp, answer)
+        s.remote_sdp = answer
+    except SdpError as exc:
+        _log.warn(
+            "call {session_id}: {error}; hanging up",
+            session_id=s.id,
+            call_id=s.call_id,
+            error=str(exc),
+        )
+        s.machine.fire("HangUp")
 
 
 def _send_ok(s: UnifiedSession, event: Event) -> None:
@@ -1147,6 +1184,7 @@ ACTIONS: dict[str, Callable[[UnifiedSession, Event], None]] = {
     "SendRinging": _send_ringing,
     "OfferToApplication": _offer_to_application,
     "ApplyOffer": _apply_offer,
+    "ApplyAckAnswer": _apply_ack_answer,
     "SendOk": _send_ok,
     "SendReject": _send_reject,
     "SendNotAcceptable": _send_not_acceptable,
