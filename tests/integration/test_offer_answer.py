@@ -1,5 +1,6 @@
-"""An INVITE without SDP (delayed offer, RFC 3261 §13.2.1): we offer in the 200,
-the caller answers in the ACK, and RTP flows to the address in that answer."""
+"""Offer/answer at call set-up over real UDP: the delayed offer (RFC 3261 §13.2.1:
+an INVITE without SDP, we offer in the 200 and the ACK answers) and no common
+codec (488 Not Acceptable Here)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import socket
 
 import pytest_twisted
 
+from sipd import CallFailed, CallRejected
 from sipd.media.rtp import RtpPacket
 from sipd.sdp import parse_sdp
 from tests.conftest import PeerFactory, RawUA, is_request, is_response, settle, within
@@ -132,3 +134,26 @@ async def test_an_ack_without_the_answer_ends_the_call(
     call = await within(accepted, 5)
     await within(call.wait_for_end(), 5)
     assert "Terminating" in call.state_path
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_common_codec_is_answered_488_on_both_sides(peers: PeerFactory) -> None:
+    """A caller offering only PCMA to a callee that takes only PCMU gets 488 Not Acceptable
+    Here; the callee's accept() fails with 488 too, and nothing is left behind."""
+    alice = await peers("alice", codecs=["PCMA"], dtmf=False)
+    bob = await peers("bob", codecs=["PCMU"], dtmf=False)
+    call = await alice.call(bob.uri)
+    incoming = await within(bob.wait_for_incoming(), 5)
+    accepted = incoming.accept()
+    try:
+        await within(call.wait_for_answer(), 5)
+    except CallRejected as exc:
+        assert exc.status == 488
+    else:
+        raise AssertionError("the call was answered despite having no common codec")
+    try:
+        await within(accepted, 5)
+    except CallFailed as exc:
+        assert exc.status == 488 and "no common codec" in str(exc)
+    else:
+        raise AssertionError("accept() succeeded without a common codec")
