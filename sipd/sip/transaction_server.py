@@ -17,6 +17,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from sipd.errors import TransactionError
+from sipd.sip.headers import Headers
 from sipd.sip.message import Request, Response, make_response
 
 if TYPE_CHECKING:
@@ -141,6 +142,12 @@ class ServerTransaction:
                 self._life = layer.clock.callLater(layer.timers.h, self._timer_h)
                 if self._legacy:
                     layer._add_ack_key(self, response)
+            if status >= 200:
+                # From here on only the matching key and the response bytes
+                # matter; the transaction outlives its call by up to 64*T1, so
+                # holding the whole request (body, raw bytes, every header)
+                # would dominate memory at high call rates.
+                self.request = _slim(self.request)
             self._transmit(data)
             return
         if state is _ACCEPTED and 200 <= status < 300:
@@ -223,3 +230,12 @@ class ServerTransaction:
         """Timer I, J or L: stop absorbing retransmissions."""
         self._life = None
         self.terminate()
+
+
+_KEPT = frozenset({"Via", "From", "To", "Call-ID", "CSeq"})
+
+
+def _slim(request: Request) -> Request:
+    """The request with only the headers a response is built from, no body."""
+    kept = Headers([(n, v) for n, v in request.headers if n in _KEPT])
+    return Request(request.method, request.uri, kept)
