@@ -89,6 +89,7 @@ REASON_PHRASES: dict[int, str] = {
 }
 
 _CONTENT_LENGTH_KEY = "content-length"
+_ESSENTIAL = frozenset({"Via", "From", "To", "Call-ID", "CSeq"})
 _REQUIRED_KEYS = ("via", "from", "to", "call-id", "cseq")
 
 
@@ -212,6 +213,15 @@ class Request(Message):
         if not (value.isascii() and value.isdigit()) or int(value) > 255:
             raise BadRequest(f"malformed Max-Forwards {value!r}")
         return int(value)
+
+    def essentials(self) -> Request:
+        """A copy with only Via, From, To, Call-ID and CSeq, and no body.
+
+        Enough to answer or match the request; transactions keep this once
+        their final response is out, since they outlive the call.
+        """
+        kept = Headers([(n, v) for n, v in self.headers if n in _ESSENTIAL])
+        return Request(self.method, self.uri, kept)
 
     def _state(self) -> tuple[object, ...]:
         return (self.method, self.uri, self.body, self.headers, self.headers.version)

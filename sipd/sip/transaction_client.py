@@ -136,12 +136,14 @@ class ClientTransaction:
                     self._stop_timers()
                     self.state = _ACCEPTED
                     self._life = self._layer.clock.callLater(self._layer.timers.m, self._end)
+                    self._shed()
                     self._on_response(response)
                 else:
                     self._stop_timers()
                     self.state = _COMPLETED
                     self._life = self._layer.clock.callLater(self._layer.timers.d, self._end)
                     self._ack = make_ack_for_non2xx(self.request, response).to_bytes()
+                    self._shed()
                     self._transmit(self._ack, before_final=False)
                     self._on_response(response)
             elif state is _ACCEPTED:
@@ -159,8 +161,14 @@ class ClientTransaction:
                 self._stop_timers()
                 self.state = _COMPLETED
                 self._life = self._layer.clock.callLater(self._layer.timers.k, self._end)
+                self._shed()
                 self._on_response(response)
         # Completed absorbs retransmitted finals; Terminated is not in the table.
+
+    def _shed(self) -> None:
+        """After the final response only matching is left: drop the request's bulk."""
+        self.request = self.request.essentials()
+        self._wire = b""
 
     # -- public -------------------------------------------------------------
     def terminate(self) -> None:

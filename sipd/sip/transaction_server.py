@@ -17,7 +17,6 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from sipd.errors import TransactionError
-from sipd.sip.headers import Headers
 from sipd.sip.message import Request, Response, make_response
 
 if TYPE_CHECKING:
@@ -147,7 +146,7 @@ class ServerTransaction:
                 # matter; the transaction outlives its call by up to 64*T1, so
                 # holding the whole request (body, raw bytes, every header)
                 # would dominate memory at high call rates.
-                self.request = _slim(self.request)
+                self.request = self.request.essentials()
             self._transmit(data)
             return
         if state is _ACCEPTED and 200 <= status < 300:
@@ -230,12 +229,3 @@ class ServerTransaction:
         """Timer I, J or L: stop absorbing retransmissions."""
         self._life = None
         self.terminate()
-
-
-_KEPT = frozenset({"Via", "From", "To", "Call-ID", "CSeq"})
-
-
-def _slim(request: Request) -> Request:
-    """The request with only the headers a response is built from, no body."""
-    kept = Headers([(n, v) for n, v in request.headers if n in _KEPT])
-    return Request(request.method, request.uri, kept)
