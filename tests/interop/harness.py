@@ -68,6 +68,7 @@ __all__ = [
     "KamailioRpcError",
     "ManagedProcess",
     "Registration",
+    "assert_tone",
     "dominant_frequency",
     "free_tcp_port",
     "free_udp_port",
@@ -945,6 +946,27 @@ def sounding_seconds(samples: NDArray[np.int16], rate: int = RATE, rms: float = 
     blocks = samples[:usable].astype(np.float64).reshape(-1, block)
     loud = int((np.sqrt((blocks**2).mean(axis=1)) > rms).sum())
     return loud * block / rate
+
+
+def assert_tone(path: Path | None, freq: float, who: str, report: str) -> None:
+    """Assert a recording holds at least 1 s of sound dominated by ``freq`` Hz.
+
+    Checked twice, by this harness's own FFT (peak within 5 Hz holding 80 %
+    of the power) and by sipd's detector, so neither vouches for itself.
+    """
+    from sipd.media.tones import dominant_frequency as sipd_dominant_frequency
+
+    assert path is not None and path.exists(), f"{who}: no recording was written\n{report}"
+    samples, rate = read_wav(path)
+    assert rate == RATE, f"{who}: {path.name} is {rate} Hz"
+    heard = sounding_seconds(samples, rate)
+    assert heard >= 1.0, f"{who}: only {heard:.2f} s of sound in {path.name}\n{report}"
+    peak, share = dominant_frequency(samples, rate)
+    assert abs(peak - freq) <= 5 and share >= 0.8, (
+        f"{who}: {path.name} peaks at {peak:.1f} Hz ({share:.0%} of the power), not {freq} Hz"
+    )
+    detected = sipd_dominant_frequency(samples, rate)
+    assert abs(detected - freq) <= 5, f"{who}: sipd's detector says {detected:.1f} Hz"
 
 
 def _ipv4_checksum(header: bytes) -> int:

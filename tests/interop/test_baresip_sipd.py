@@ -16,17 +16,14 @@ import pytest
 import pytest_twisted
 
 from sipd import SimplePeer
-from sipd.media.tones import dominant_frequency as sipd_dominant_frequency
 from tests.conftest import PeerFactory, within
 from tests.interop.harness import (
     Baresip,
     Interop,
-    dominant_frequency,
+    assert_tone,
     free_udp_port_range,
     interop,
-    read_wav,
     settle,
-    sounding_seconds,
     write_tone_wav,
 )
 
@@ -47,20 +44,6 @@ async def _sipd_peer(peers: PeerFactory, name: str) -> SimplePeer:
 async def _baresip(interop: Interop, tmp_path: Path, user: str) -> Baresip:
     tone = write_tone_wav(tmp_path / f"{user}-tone.wav", BARESIP_HZ, 30)
     return await interop.baresip(user, tone=tone)
-
-
-def _check_tone(path: Path | None, freq: float, who: str, report: str) -> None:
-    assert path is not None and path.exists(), f"{who}: no recording was written\n{report}"
-    samples, rate = read_wav(path)
-    assert rate == 8000, f"{who}: {path.name} is {rate} Hz"
-    heard = sounding_seconds(samples, rate)
-    assert heard >= 1.0, f"{who}: only {heard:.2f} s of sound in {path.name}\n{report}"
-    peak, share = dominant_frequency(samples, rate)
-    assert abs(peak - freq) <= 5 and share >= 0.8, (
-        f"{who}: {path.name} peaks at {peak:.1f} Hz ({share:.0%} of the power), not {freq} Hz"
-    )
-    detected = sipd_dominant_frequency(samples, rate)
-    assert abs(detected - freq) <= 5, f"{who}: sipd's detector says {detected:.1f} Hz"
 
 
 @pytest_twisted.ensureDeferred
@@ -85,8 +68,8 @@ async def test_sipd_calls_baresip_and_each_records_the_others_tone(
     await within(recorded, 5)
     await baresip.wait_event("CALL_CLOSED")
 
-    _check_tone(tmp_path / "alice-heard.wav", BARESIP_HZ, "sipd heard", baresip.report())
-    _check_tone(baresip.received_wav(), SIPD_HZ, "baresip heard", baresip.report())
+    assert_tone(tmp_path / "alice-heard.wav", BARESIP_HZ, "sipd heard", baresip.report())
+    assert_tone(baresip.received_wav(), SIPD_HZ, "baresip heard", baresip.report())
 
 
 @pytest_twisted.ensureDeferred
@@ -116,5 +99,5 @@ async def test_baresip_calls_sipd_and_each_records_the_others_tone(
     await baresip.wait_event("CALL_CLOSED")
     assert call.failure is None, call.failure
 
-    _check_tone(tmp_path / "bob-heard.wav", BARESIP_HZ, "sipd heard", baresip.report())
-    _check_tone(baresip.received_wav(), SIPD_HZ, "baresip heard", baresip.report())
+    assert_tone(tmp_path / "bob-heard.wav", BARESIP_HZ, "sipd heard", baresip.report())
+    assert_tone(baresip.received_wav(), SIPD_HZ, "baresip heard", baresip.report())
