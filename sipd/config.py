@@ -66,6 +66,9 @@ class SipdConfig:
     #: Behind NAT: when a registrar's 200 shows (``received``/``rport``) that
     #: it saw us at another address, advertise that address and re-register.
     nat_rewrite: bool = True
+    #: Follow up to this many 3xx redirects to their Contact (0: report them
+    #: as CallRejected with the 3xx status).
+    follow_redirects: int = 0
     #: Send every out-of-dialog request via this proxy (``sip:host:port``).
     outbound_proxy: str | None = None
     #: Register at this registrar on start (``sip:host:port``); calls to plain
@@ -117,6 +120,8 @@ class SipdConfig:
                     parse_uri(value if ":" in value.split("@")[0] else f"sip:{value}")
                 except SipParseError as exc:
                     raise ConfigError(f"{key}: {value!r} is not a SIP URI ({exc})") from None
+        if not isinstance(self.follow_redirects, int) or not 0 <= self.follow_redirects <= 20:
+            raise ConfigError(f"follow_redirects: {self.follow_redirects!r} must be 0-20 hops")
         if not isinstance(self.register_expires, int) or self.register_expires < 1:
             raise ConfigError(f"register_expires: {self.register_expires!r} must be >= 1 second")
         if not 300 <= self.defer_status <= 699:

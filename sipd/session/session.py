@@ -26,6 +26,7 @@ from sipd.errors import (
     CallStateError,
     CallTimeout,
     SdpError,
+    SipdError,
     UnhandledEvent,
 )
 from sipd.logs import Logger
@@ -47,7 +48,7 @@ from sipd.sdp import (
 from sipd.session.interceptor import Accept
 from sipd.session.machine import Event, SessionMachine, Transition
 from sipd.session.state_table import Role
-from sipd.sip.address import parse_name_addr
+from sipd.sip.address import NameAddr, parse_name_addr
 from sipd.sip.message import Request, Response, make_response
 from sipd.sip.transaction import ServerTransaction
 from sipd.sip.uri import Uri
@@ -103,6 +104,8 @@ class UnifiedSession:
         self._sdp_version = 1
         self._ring_timer: IDelayedCall | None = None
         self._hangup_pending = False
+        self._redirects = 0
+        self._tried: list[Uri] = []
         # Mid-call operations (hold/resume/transfer) waiting for their outcome.
         self._op_waiters: list[defer.Deferred[None]] = []
         self._pending_offer: SessionDescription | None = None
@@ -668,6 +671,62 @@ def _send_invite(s: UnifiedSession, event: Event) -> None:
     coordinator.registry.register_dialog(s.id, s.leg.key)
 
 
+def _redirect_target(s: UnifiedSession, event: Event) -> Uri | None:
+    """The Contact of a 3xx to try next (highest ``q`` first), if one may be followed."""
+    status = event.data.get("status")
+    response = event.data.get("response")
+    limit = s.coordinator.config.follow_redirects
+    if not isinstance(status, int) or not 300 <= status < 400 or s._redirects >= limit:
+        return None
+    if not isinstance(response, Response):
+        return None
+    try:
+        contacts = response.contacts
+    except SipdError:
+        return None
+
+    def q(contact: NameAddr) -> float:
+        try:
+            return float(contact.param("q") or 1.0)
+        except ValueError:
+            return 0.0
+
+    for contact in sorted(contacts, key=q, reverse=True):
+        if contact.uri.scheme in ("sip", "sips") and contact.uri not in s._tried:
+            return contact.uri.replace(headers=())
+    return None
+
+
+def _guard_redirect_allowed(s: UnifiedSession, event: Event) -> bool:
+    return _redirect_target(s, event) is not None
+
+
+GUARDS["RedirectAllowed"] = _guard_redirect_allowed
+
+
+def _follow_redirect(s: UnifiedSession, event: Event) -> None:
+    target = _redirect_target(s, event)
+    assert target is not None
+    s._redirects += 1
+    if s.target is not None:
+        s._tried.append(s.target)  # never go back to where we were sent away from
+    s._tried.append(target)
+    old = s.leg
+    if old is not None:
+        s.coordinator.dialogs.release(old)
+    _log.info(
+        "call {session_id} redirected ({status}) to {target}",
+        session_id=s.id,
+        call_id=s.call_id,
+        status=event.data.get("status"),
+        target=str(target),
+    )
+    s.target = target
+    s.remote_uri = str(target)
+    s.proxy = s.coordinator.route_for(target)
+    _send_invite(s, event)
+
+
 def _start_ring_timer(s: UnifiedSession, event: Event) -> None:
     s._stop_ring_timer()
     s._ring_timer = s.coordinator.clock.callLater(
@@ -1170,6 +1229,7 @@ ACTIONS: dict[str, Callable[[UnifiedSession, Event], None]] = {
     "NotifyReferFailure": _notify_refer_failure,
     "AllocateMedia": _allocate_media,
     "SendInvite": _send_invite,
+    "FollowRedirect": _follow_redirect,
     "StartRingTimer": _start_ring_timer,
     "StopRingTimer": _stop_ring_timer,
     "NotifyRinging": _notify_ringing,
