@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from typing import Any
 
@@ -18,15 +19,16 @@ _log = Logger()
 
 
 @implementer(ISignalingHandler)
-class HandlerBase:
+class HandlerBase(abc.ABC):
     """A handler that lets responses through; subclasses decide on INVITEs."""
 
     def __init__(self, coordinator: Any, settings: dict[str, Any]) -> None:
         self.coordinator = coordinator
         self.settings = settings
 
-    def on_incoming_invite(self, invite: Any) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def on_incoming_invite(self, invite: Any) -> Any:
+        """Decide about a new INVITE (every handler says what it does)."""
 
     def on_response(self, dialog_id: str, response: Response) -> Any:
         return Accept()

@@ -195,6 +195,8 @@ class DialogAdapter:
         self.sink: DialogEventSink | None = None
         self.local_port = config.port
         self.legs: dict[str, CallLeg] = {}
+        # INVITE server transaction -> its leg, so a CANCEL finds it in O(1).
+        self._uas_legs: dict[ServerTransaction, CallLeg] = {}
         # Merged-request detection (§8.2.2.2): (Call-ID, From tag, CSeq) -> branch.
         self._uas_pending: dict[tuple[str, str, int], str] = {}
         # ACKs for 2xx we have sent, kept after the leg ends so a 2xx
@@ -581,6 +583,8 @@ class DialogAdapter:
         self._forget_pending(leg)
         if self.legs.get(leg.key) is leg:
             del self.legs[leg.key]
+        if leg.server_txn is not None:
+            self._uas_legs.pop(leg.server_txn, None)
 
     # -- TransactionUser ---------------------------------------------------------
     def request_received(self, request: Request, source: Addr, txn: ServerTransaction) -> None:
@@ -650,6 +654,7 @@ class DialogAdapter:
         leg = CallLeg(DialogRole.UAS, request.call_id, secrets.token_hex(6), request)
         leg.replaces = replaced
         leg.server_txn = txn
+        self._uas_legs[txn] = leg
         leg.source = source
         self.legs[leg.key] = leg
         self._uas_pending[merge_key] = branch
@@ -905,7 +910,7 @@ class DialogAdapter:
             cancel_txn.respond(make_response(cancel, 481))
             return
         cancel_txn.respond(make_response(cancel, 200, to_tag=cancel.to.tag or None))
-        leg = next((lg for lg in self.legs.values() if lg.server_txn is invite_txn), None)
+        leg = self._uas_legs.get(invite_txn)
         if leg is None or leg.final_status is not None:
             return
         if not self._emit(leg, "RemoteCancel", request=cancel):
