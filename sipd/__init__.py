@@ -32,9 +32,14 @@ from sipd.session.interceptor import (
     Defer,
     InviteDetails,
     ISignalingHandler,
+    ISignalingHandlerFactory,
     Reject,
+    SignalingDecision,
 )
+from sipd.session.registrar import Registrar
 from sipd.session.session import UnifiedSession
+from sipd.session.views import HeadersView, ResponseView
+from sipd.sip.auth_server import ha1_set
 
 __version__ = "0.1.0"
 
@@ -54,11 +59,16 @@ __all__ = [
     "ConfigError",
     "Custom",
     "Defer",
+    "HeadersView",
     "ISignalingHandler",
+    "ISignalingHandlerFactory",
     "IncomingCall",
     "InviteDetails",
     "PortsExhausted",
+    "Registrar",
     "Reject",
+    "ResponseView",
+    "SignalingDecision",
     "SimplePeer",
     "SipdConfig",
     "SipdError",
@@ -67,4 +77,5 @@ __all__ = [
     "UnifiedCoordinator",
     "UnifiedSession",
     "__version__",
+    "ha1_set",
 ]

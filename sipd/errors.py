@@ -60,7 +60,14 @@ class StateTableError(SipdError):
 
 
 class UnhandledEvent(SipdError):
-    """A session received an event its state table has no row for in its current state."""
+    """A session received an event its state table has no row for in its current state.
+
+    ``event`` is the event object that found no row.
+    """
+
+    def __init__(self, message: str, *, event: object = None) -> None:
+        super().__init__(message)
+        self.event = event
 
 
 class ActionFailed(SipdError):

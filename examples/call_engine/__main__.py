@@ -30,12 +30,19 @@ from typing import Any
 from twisted.internet import defer, task
 from zope.interface import implementer
 
-from sipd import SipdConfig, UnifiedCoordinator
+from sipd import (
+    Accept,
+    Defer,
+    InviteDetails,
+    ISignalingHandler,
+    Reject,
+    SipdConfig,
+    UnifiedCoordinator,
+)
 from sipd.errors import CallError
 from sipd.media.bridge import bridge
 from sipd.media.frame import AudioFrame
 from sipd.media.tones import tone
-from sipd.session.interceptor import Accept, Defer, InviteDetails, ISignalingHandler, Reject
 
 
 def parse_route(text: str) -> tuple[str, str, str]:

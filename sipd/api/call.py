@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 
-from sipd.api.types import CallDirection, CallId, CallState, call_state_for
+from sipd.api.types import CallDirection, CallId, CallState
 from sipd.errors import CallError
 from sipd.media.frame import AudioFrame
 from sipd.session.session import UnifiedSession
-from sipd.session.state_table import Role
 from sipd.sip.headers import Headers
+from sipd.sip.message import Request
 
 if TYPE_CHECKING:
     from sipd.session.machine import Transition
@@ -44,8 +44,8 @@ class Call:
 
     @property
     def state(self) -> CallState:
-        """The call's state, simplified from the state table's."""
-        return call_state_for(self.session.state)
+        """The call's public state: the state table's ``call_state`` column."""
+        return self.session.call_state
 
     @property
     def remote_party(self) -> str:
@@ -187,7 +187,7 @@ class Call:
 
 def direction_of(session: UnifiedSession) -> CallDirection:
     """OUTGOING for a call we placed, INCOMING for one we answered."""
-    return CallDirection.OUTGOING if session.role is Role.UAC else CallDirection.INCOMING
+    return session.direction
 
 
 class IncomingCall:
@@ -222,32 +222,34 @@ class IncomingCall:
     @property
     def request_uri(self) -> str:
         """The Request-URI: what the caller dialled."""
-        assert self.session.leg is not None
-        return str(self.session.leg.invite.uri)
+        return str(self._invite.uri)
 
     @property
     def dialled(self) -> str:
         """The user part of the Request-URI (the dialled number or name)."""
-        assert self.session.leg is not None
-        return self.session.leg.invite.uri.user or ""
+        return self._invite.uri.user or ""
 
     @property
     def headers(self) -> Headers:
         """Every header of the INVITE, custom ones included."""
-        assert self.session.leg is not None
-        return self.session.leg.invite.headers
+        return self._invite.headers
 
     @property
     def sdp(self) -> str | None:
         """The SDP offer as text, if any."""
-        assert self.session.leg is not None
-        body = self.session.leg.invite.body
+        body = self._invite.body
         return body.decode("utf-8", "replace") if body else None
 
     @property
+    def _invite(self) -> Request:
+        request = self.session.signalling.invite_request
+        assert request is not None, "an incoming call always has its INVITE"
+        return request
+
+    @property
     def is_pending(self) -> bool:
-        """True while the call still waits for an answer (not cancelled)."""
-        return self.session.state == "Incoming"
+        """True while the call still waits for an answer: its state allows ``accept``."""
+        return "accept" in self.session.state_info.allows
 
     def accept(self) -> defer.Deferred[Call]:
         """Answer with 200 OK; fires with the :class:`Call` once the caller ACKs."""

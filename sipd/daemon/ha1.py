@@ -11,7 +11,7 @@ import argparse
 import getpass
 import sys
 
-from sipd.sip.auth_server import ha1_set
+from sipd import ha1_set
 
 __all__ = ["main"]
 

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.web.resource import Resource
 
-if TYPE_CHECKING:
-    from sipd.daemon.service import SipdService
+__all__ = ["StatusSource", "build_site_root"]
 
-__all__ = ["build_site_root"]
+
+class StatusSource(Protocol):
+    """What the resources read (the daemon's ``SipdService``)."""
+
+    def status(self) -> dict[str, Any]:
+        """The JSON object ``GET /status`` returns."""
+        ...
+
+    def metrics_text(self) -> str:
+        """The Prometheus text ``GET /metrics`` returns."""
+        ...
 
 
 class _Status(Resource):
     isLeaf = True
 
-    def __init__(self, service: SipdService) -> None:
+    def __init__(self, service: StatusSource) -> None:
         super().__init__()
         self.service = service
 
@@ -28,7 +37,7 @@ class _Status(Resource):
 class _Metrics(Resource):
     isLeaf = True
 
-    def __init__(self, service: SipdService) -> None:
+    def __init__(self, service: StatusSource) -> None:
         super().__init__()
         self.service = service
 
@@ -37,7 +46,7 @@ class _Metrics(Resource):
         return self.service.metrics_text().encode("utf-8")
 
 
-def build_site_root(service: SipdService) -> Resource:
+def build_site_root(service: StatusSource) -> Resource:
     """The resource tree: ``/status`` and ``/metrics``."""
     root = Resource()
     root.putChild(b"status", _Status(service))

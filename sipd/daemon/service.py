@@ -14,20 +14,21 @@ from typing import Any
 from twisted.application import service
 from twisted.internet import defer
 
-from sipd import __version__
+from sipd import CallDirection, Registrar, UnifiedCoordinator, UnifiedSession, __version__
 from sipd.daemon.config import DaemonConfig
 from sipd.handlers import find_handler_factory
 from sipd.handlers.routing import RoutingHandler
 from sipd.logs import Logger, set_level
 from sipd.metrics import Metrics
-from sipd.session.coordinator import UnifiedCoordinator
-from sipd.session.registrar import Registrar
-from sipd.session.session import UnifiedSession
-from sipd.session.state_table import Role
 
 __all__ = ["SipdService"]
 
 _log = Logger(namespace="sipd")
+
+
+def _direction(session: UnifiedSession) -> str:
+    """``outgoing`` or ``incoming``, as the CDR and ``/status`` spell it."""
+    return "outgoing" if session.direction is CallDirection.OUTGOING else "incoming"
 
 
 class SipdService(service.Service):
@@ -55,9 +56,9 @@ class SipdService(service.Service):
                 max_expires=reg.max_expires,
                 auth=bool(reg.users),
             )
-            self.coordinator.dialogs.registrar = self.registrar
-            self.coordinator.dialogs.authenticate_invites = reg.authenticate_invites and bool(
-                reg.users
+            self.coordinator.use_registrar(
+                self.registrar,
+                authenticate_invites=reg.authenticate_invites and bool(reg.users),
             )
             self.handler = RoutingHandler(self.coordinator, self.handler, self.registrar)
             self.metrics.gauge(
@@ -65,14 +66,14 @@ class SipdService(service.Service):
                 "Live registrar bindings",
                 lambda: len(self.registrar.location) if self.registrar else 0,
             )
-        self.coordinator.interceptor.handler = self.handler
+        self.coordinator.handler = self.handler
         self.coordinator.on_session_end.append(self._cdr)
         self.started_at = time.time()
         self._http: Any = None
         self.metrics.gauge(
             "sipd_active_calls",
             "Calls currently set up or in progress",
-            lambda: len(self.coordinator.store),
+            lambda: len(self.coordinator.sessions()),
         )
 
     def _describe_metrics(self) -> None:
@@ -117,7 +118,7 @@ class SipdService(service.Service):
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
-        active = len(self.coordinator.store)
+        active = len(self.coordinator.sessions())
         _log.info(
             "sipd stopping: refusing new calls, ending {active} call(s), grace {grace}s",
             active=active,
@@ -150,7 +151,7 @@ class SipdService(service.Service):
             "status={status} duration={duration:.2f}s path={path}",
             call_id=session.call_id,
             session_id=session.id,
-            direction="outgoing" if session.role is Role.UAC else "incoming",
+            direction=_direction(session),
             remote=session.remote_uri,
             outcome=type(failure).__name__ if failure else "completed",
             status=getattr(failure, "status", None) if failure else 200,
@@ -169,7 +170,7 @@ class SipdService(service.Service):
                     "id": session.id,
                     "call_id": session.call_id,
                     "state": session.state,
-                    "direction": "outgoing" if session.role is Role.UAC else "incoming",
+                    "direction": _direction(session),
                     "remote": session.remote_uri,
                     "duration": round(session.duration, 3),
                     "age": round(now - session.created_at, 3),
@@ -181,7 +182,7 @@ class SipdService(service.Service):
             "uptime": round(time.time() - self.started_at, 3),
             "handler": self.config.handler,
             "listen": f"{self.config.sip.host}:{self.coordinator.port}",
-            "accepting": self.coordinator.dialogs.accepting,
+            "accepting": self.coordinator.accepting,
             "active_calls": len(calls),
             "calls": calls,
             "registrations": self._registrations(),

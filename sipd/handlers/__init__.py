@@ -1,8 +1,9 @@
 """Built-in signalling handlers for the daemon: echo, ivr, reject, queue.
 
-Each is written only against the public handler and call APIs
-(:class:`~sipd.session.interceptor.ISignalingHandler`, ``InviteDetails``,
-``UnifiedSession``), so each doubles as an example of writing a handler.
+Each is written only against the public handler and call APIs, imported
+from the package root ``sipd`` (:class:`sipd.ISignalingHandler`,
+``InviteDetails``, ``UnifiedSession``, ``ResponseView``), so each doubles as
+an example of writing a handler.
 They are found by name through Twisted's plugin system: see
 ``twisted/plugins/sipd_handlers.py`` and :func:`find_handler_factory`.
 """
@@ -13,8 +14,8 @@ from typing import Any
 
 from twisted.plugin import getPlugins
 
+from sipd import ISignalingHandlerFactory
 from sipd.errors import ConfigError
-from sipd.session.interceptor import ISignalingHandlerFactory
 
 __all__ = ["available_handlers", "find_handler_factory"]
 

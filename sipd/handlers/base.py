@@ -9,9 +9,8 @@ from typing import Any
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from sipd import Accept, ISignalingHandler, ISignalingHandlerFactory, ResponseView
 from sipd.logs import Logger
-from sipd.session.interceptor import Accept, ISignalingHandler, ISignalingHandlerFactory
-from sipd.sip.message import Response
 
 __all__ = ["HandlerBase", "HandlerFactory"]
 
@@ -30,7 +29,7 @@ class HandlerBase(abc.ABC):
     def on_incoming_invite(self, invite: Any) -> Any:
         """Decide about a new INVITE (every handler says what it does)."""
 
-    def on_response(self, dialog_id: str, response: Response) -> Any:
+    def on_response(self, dialog_id: str, response: ResponseView) -> Any:
         return Accept()
 
 

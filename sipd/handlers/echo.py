@@ -6,10 +6,9 @@ from typing import Any
 
 from twisted.internet import defer
 
+from sipd import Defer, InviteDetails, UnifiedSession
 from sipd.handlers.base import HandlerBase
 from sipd.logs import Logger
-from sipd.session.interceptor import Defer, InviteDetails
-from sipd.session.session import UnifiedSession
 
 __all__ = ["EchoHandler"]
 

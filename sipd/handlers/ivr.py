@@ -25,13 +25,12 @@ from typing import Any
 import numpy as np
 from twisted.internet import defer
 
+from sipd import Defer, InviteDetails, UnifiedSession
 from sipd.errors import CallStateError, ConfigError
 from sipd.handlers.base import HandlerBase
 from sipd.logs import Logger
 from sipd.media.frame import AudioFrame
 from sipd.media.tones import tone
-from sipd.session.interceptor import Defer, InviteDetails
-from sipd.session.session import UnifiedSession
 
 __all__ = ["IvrHandler"]
 

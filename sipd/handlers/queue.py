@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from twisted.internet import defer
 
+from sipd import Defer, InviteDetails, UnifiedSession
 from sipd.errors import CallError, ConfigError
 from sipd.handlers.base import HandlerBase
 from sipd.logs import Logger
@@ -32,8 +33,6 @@ from sipd.media.bridge import bridge
 from sipd.media.frame import FRAME_SAMPLES, AudioFrame
 from sipd.media.tones import tone
 from sipd.media.wav import read_wav
-from sipd.session.interceptor import Defer, InviteDetails
-from sipd.session.session import UnifiedSession
 
 __all__ = ["QueueHandler"]
 

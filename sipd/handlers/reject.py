@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sipd import InviteDetails, Reject
 from sipd.errors import ConfigError
 from sipd.handlers.base import HandlerBase
-from sipd.session.interceptor import InviteDetails, Reject
 
 __all__ = ["RejectHandler"]
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from sipd import Defer, InviteDetails, Registrar, Reject, ResponseView, UnifiedSession
 from sipd.errors import CallError
 from sipd.handlers.base import HandlerBase
 from sipd.logs import Logger
 from sipd.media.bridge import bridge
-from sipd.session.interceptor import Defer, InviteDetails, Reject
-from sipd.session.registrar import Registrar
-from sipd.session.session import UnifiedSession
-from sipd.sip.message import Response
 
 __all__ = ["RoutingHandler"]
 
@@ -33,7 +30,7 @@ class RoutingHandler(HandlerBase):
         self.registrar = registrar
         self.routed = 0
 
-    def on_response(self, dialog_id: str, response: Response) -> Any:
+    def on_response(self, dialog_id: str, response: ResponseView) -> Any:
         return self.inner.on_response(dialog_id, response)
 
     def on_transfer_request(self, session: Any, target: str) -> Any:

@@ -10,6 +10,8 @@ it directly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import secrets
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -18,11 +20,24 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUDP
 
 from sipd.config import SipdConfig, default_state_table_path
-from sipd.errors import CallError, CallRejected, CallStateError, ConfigError
+from sipd.errors import (
+    CallCancelled,
+    CallError,
+    CallRejected,
+    CallStateError,
+    CallTimeout,
+    ConfigError,
+)
 from sipd.logs import Logger
 from sipd.metrics import Metrics
+from sipd.session import events as ev
+from sipd.session.actions import ACTIONS
+from sipd.session.channels import MediaChannel, SignallingChannel
 from sipd.session.dialog_adapter import CallLeg, DialogAdapter
+from sipd.session.failures import ERROR_TYPES
+from sipd.session.guards import GUARDS
 from sipd.session.interceptor import (
+    Accept,
     AcceptAllHandler,
     Custom,
     InviteDetails,
@@ -32,17 +47,20 @@ from sipd.session.interceptor import (
 )
 from sipd.session.machine import MachineFactory
 from sipd.session.media_adapter import MediaAdapter
+from sipd.session.registrar import Registrar
 from sipd.session.registration import Registration
 from sipd.session.registry import SessionRegistry
-from sipd.session.session import ACTIONS, GUARDS, UnifiedSession
-from sipd.session.state_table import Role, StateTable, load_state_table
+from sipd.session.session import Behaviour, UnifiedSession
+from sipd.session.state_table import CallRules, Role, StateTable, load_state_table
 from sipd.session.store import SessionStore
+from sipd.session.views import ResponseView
 from sipd.sip.address import NameAddr
 from sipd.sip.auth import DigestClient
-from sipd.sip.message import Request, Response
+from sipd.sip.message import Request
 from sipd.sip.transaction import TimerConfig, TransactionLayer
 from sipd.sip.uri import Uri, parse_uri
 from sipd.transport.udp import SipDatagramProtocol
+from sipd.types import CallState
 
 __all__ = ["UnifiedCoordinator"]
 
@@ -52,12 +70,46 @@ _TABLE_CACHE: dict[str, StateTable] = {}
 _SIP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
+#: The behaviour every session runs: the table's guard and action names, implemented.
+BEHAVIOUR = Behaviour(guards=GUARDS, actions=ACTIONS)
+
+_TIMERS = "timers belong to states now: give each state that waits a"
+#: What tables written for older sipd versions name, and what replaced it.
+RETIRED = {
+    "StartRingTimer": f"{_TIMERS} 'timer: {{event: RingTimeout, delay: ring_timeout}}' column",
+    "StopRingTimer": f"{_TIMERS} 'timer:' column; leaving the state cancels it",
+    "ScheduleGlareRetry": f"{_TIMERS} 'timer: {{event: GlareRetry, delay: glare}}' column "
+    "(a state such as HoldGlare that waits to retry)",
+    "SetHangupPending": "a hang-up while answering is a state: route HangUp in Answering to "
+    "one (HangingUpAnswered) whose AckReceived row sends BYE",
+    "HangupPending": "a hang-up while answering is a state (HangingUpAnswered), not a guard",
+    "ReinviteInProgress": "our re-INVITE is in progress in Holding/Resuming; the glare wait "
+    "is its own state (HoldGlare/ResumeGlare)",
+    "PendingCancelled": "a CANCEL before any session exists is handled by the interceptor",
+}
+
+#: What a table meant for calls must provide (checked when it is loaded).
+CALL_RULES = CallRules(
+    call_states=tuple(member.name for member in CallState),
+    operations=("accept", "reject", "hangup", "hold", "resume", "transfer"),
+    delays=("ring_timeout", "glare"),
+    error_types=tuple(ERROR_TYPES),
+    event_fields={
+        name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in ev.EVENT_TYPES.items()
+    },
+    retired=RETIRED,
+)
+
+
 def _load_table(path: str | None) -> StateTable:
     key = path or str(default_state_table_path())
     table = _TABLE_CACHE.get(key)
     if table is None:
         table = load_state_table(
-            key, implemented_guards=set(GUARDS), implemented_actions=set(ACTIONS)
+            key,
+            implemented_guards=set(GUARDS),
+            implemented_actions=set(ACTIONS),
+            rules=CALL_RULES,
         )
         _TABLE_CACHE[key] = table
     return table
@@ -84,7 +136,8 @@ class UnifiedCoordinator:
         self.metrics = metrics or Metrics()
         self.table = _load_table(config.state_table_path)
         self._factories = {
-            role: MachineFactory(self.table, role, now=self.clock.seconds) for role in Role
+            role: MachineFactory(self.table, role, now=self.clock.seconds, clock=self.clock)
+            for role in Role
         }
         self.store = SessionStore()
         self.registry = SessionRegistry()
@@ -107,6 +160,7 @@ class UnifiedCoordinator:
         #: Called with (old, new) when a peer's REFER makes us place a new call.
         self.on_transfer: list[Callable[[UnifiedSession, UnifiedSession], None]] = []
         self.closed = False
+        self._services = _Services(self)
         self.registrations: list[Registration] = []
         self._released_at = self.clock.seconds()
         self.outbound_proxy: Uri | None = _sip_uri(config.outbound_proxy)
@@ -275,12 +329,56 @@ class UnifiedCoordinator:
             text = f"sip:{text}"
         return parse_uri(text, require_supported=False)
 
-    def machine_factory(self, role: Role) -> MachineFactory:
-        return self._factories[role]
-
     def sessions(self) -> list[UnifiedSession]:
         """Every live session."""
         return list(self.store)
+
+    @property
+    def handler(self) -> ISignalingHandler:
+        """The :class:`ISignalingHandler` asked about every new INVITE (settable)."""
+        return self.interceptor.handler
+
+    @handler.setter
+    def handler(self, handler: ISignalingHandler) -> None:
+        self.interceptor.handler = handler
+
+    @property
+    def accepting(self) -> bool:
+        """False once the UA is closing: new INVITEs get 503."""
+        return self.dialogs.accepting
+
+    def use_registrar(self, registrar: Registrar, *, authenticate_invites: bool) -> None:
+        """Answer REGISTER with ``registrar``; challenge new INVITEs with its users when asked."""
+        self.dialogs.registrar = registrar
+        self.dialogs.authenticate_invites = authenticate_invites
+
+    def _new_session(
+        self,
+        role: Role,
+        *,
+        remote_uri: str,
+        local_uri: str,
+        target: Uri | None = None,
+        leg: CallLeg | None = None,
+    ) -> UnifiedSession:
+        """A session wired to its own ports; it never sees this coordinator."""
+        session_id = secrets.token_hex(8)
+        signalling = SignallingChannel(self.dialogs, self.registry, session_id, leg)
+        media = MediaChannel(self.media, self.registry, session_id)
+        session = UnifiedSession(
+            self._services,
+            self._factories[role],
+            BEHAVIOUR,
+            signalling,
+            media,
+            remote_uri=remote_uri,
+            local_uri=local_uri,
+            target=target,
+            session_id=session_id,
+        )
+        signalling.post = session.post
+        media.later = session.later
+        return session
 
     def close(self, grace: float = 5.0) -> defer.Deferred[None]:
         """Stop taking calls, end every call, and unbind.
@@ -322,7 +420,7 @@ class UnifiedCoordinator:
         def unbind(_: object) -> defer.Deferred[None] | None:
             for session in self.store:
                 # Past the grace time: forget what did not end by itself.
-                session.fire("ByeCompleted", status=None)
+                session.post(ev.ByeCompleted(None))
             self.dialogs.close()
             self.media.close()
             if self.layer is not None:
@@ -352,15 +450,13 @@ class UnifiedCoordinator:
             raise CallStateError(
                 "every RTP port is in use; widen media_port_min/media_port_max or end calls"
             )
-        session = UnifiedSession(
-            self, Role.UAC, remote_uri=str(uri), local_uri=self.uri, target=uri
-        )
+        session = self._new_session(Role.UAC, remote_uri=str(uri), local_uri=self.uri, target=uri)
         session.extra_headers = list(headers or ())
         session.proxy = self.route_for(uri)
         self._learn_towards(session.proxy or uri)
         self.store.add(session)
         self.metrics.inc("sipd_calls_started_total", direction="outgoing")
-        session.fire("MakeCall")
+        session.post(ev.MakeCall())
         return session
 
     # -- DialogEventSink ----------------------------------------------------------------
@@ -371,6 +467,13 @@ class UnifiedCoordinator:
             return
         self._pending[leg.key] = invite
         self.interceptor.intercept(invite)
+
+    def invite_cancelled(self, leg: CallLeg) -> None:
+        """CANCEL for an INVITE the handler has not decided on (already answered 487)."""
+        invite = self._pending.pop(leg.key, None)
+        if invite is not None:
+            invite._cancel()
+        self.dialogs.release(leg)
 
     def _replace(self, invite: InviteDetails, replaced: CallLeg) -> None:
         """An INVITE with Replaces for ``replaced``'s call (RFC 3891 §3).
@@ -388,46 +491,60 @@ class UnifiedCoordinator:
             return
         invite._claim()
         try:
-            new = self._start_uas(invite, offer=False, event="ReplacingCall")
+            new = self._start_uas(invite, ev.ReplacingCall())
         except CallStateError:
             return  # no media port: already answered 503
         new.replaces = old
         if not new.is_ended:
             self.offer_transfer(old, new)
-        new.wait_for_answer().addCallbacks(
-            lambda _: old.fire("Replaced", session=new), lambda _: None
-        )
+        new.wait_for_answer().addCallbacks(lambda _: old.post(ev.Replaced(new)), lambda _: None)
 
-    def dialog_event(self, leg: CallLeg, event: str, **data: object) -> bool:
+    def dialog_event(self, leg: CallLeg, event: ev.CallEvent) -> bool:
+        """Route an event of ``leg`` to the session that owns it (False: nobody does)."""
         session_id = self.registry.session_by_dialog(leg.key)
-        if session_id is None:
-            if event == "PendingCancelled":
-                invite = self._pending.pop(leg.key, None)
-                if invite is not None:
-                    invite._cancel()
-                self.dialogs.release(leg)
-                return True
-            return False
-        session = self.store.get(session_id)
+        session = self.store.get(session_id) if session_id is not None else None
         if session is None:
             return False
-        response = data.get("response")
-        if isinstance(response, Response) and session.role is Role.UAC:
-            self._consult_handler(session, leg, event, response)
-        return session.fire(event, **data)
+        if isinstance(event, ev.ReferReceived) and event.target is not None:
+            event = dataclasses.replace(event, allowed=self._transfer_allowed(session, event))
+        elif session.role is Role.UAC and isinstance(
+            event, ev.Provisional | ev.Answered | ev.Rejected
+        ):
+            event = self._consult_handler(session, leg, event)
+        return session.post(event)
+
+    def _transfer_allowed(self, session: UnifiedSession, event: ev.ReferReceived) -> bool:
+        """Ask the handler's optional ``on_transfer_request(session, target)``."""
+        decide = getattr(self.interceptor.handler, "on_transfer_request", None)
+        if decide is None:
+            return True
+        try:
+            decision = decide(session, event.target)
+        except Exception:
+            _log.failure("handler.on_transfer_request failed", call_id=session.call_id)
+            return False
+        return decision is True or isinstance(decision, Accept)
 
     def _consult_handler(
-        self, session: UnifiedSession, leg: CallLeg, event: str, response: Response
-    ) -> None:
+        self,
+        session: UnifiedSession,
+        leg: CallLeg,
+        event: ev.Provisional | ev.Answered | ev.Rejected,
+    ) -> ev.CallEvent:
+        """Show the handler the response; a Reject of a 2xx refuses the answer."""
+        response = event.response
+        if response is None:
+            return event
         try:
-            result = self.interceptor.handler.on_response(leg.key, response)
+            result = self.interceptor.handler.on_response(leg.key, ResponseView.of(response))
         except Exception:
             _log.failure(
                 "handler.on_response failed for {dialog}", dialog=leg.key, call_id=leg.call_id
             )
-            return
+            return event
         if isinstance(result, defer.Deferred):
-            result.addCallback(self._apply_response_decision, session, event, response)
+            # Decided later: the answer goes through now, a refusal follows.
+            result.addCallback(self._late_response_decision, session, event)
             result.addErrback(
                 lambda f: _log.failure(
                     "handler.on_response failed for {dialog}",
@@ -436,31 +553,28 @@ class UnifiedCoordinator:
                     call_id=leg.call_id,
                 )
             )
-        else:
-            self._apply_response_decision(result, session, event, response)
+            return event
+        return self._response_decision(result, event)
 
-    def _apply_response_decision(
-        self, decision: object, session: UnifiedSession, event: str, response: Response
-    ) -> None:
-        if isinstance(decision, Reject) and event == "Answered":
-            # The answer completes (ACK) and the call is hung up at once,
-            # failing with the handler's status.
-            if session.failure is None:
-                session.failure = CallRejected(
-                    f"call to {session.remote_uri} was refused by the signalling handler: "
-                    f"{decision.code} {decision.reason or ''}".strip(),
-                    status=decision.code,
-                    reason=decision.reason or "",
-                )
-            self.clock.callLater(0, session.hangup)
-        elif isinstance(decision, Custom):
+    def _response_decision(self, decision: object, event: ev.CallEvent) -> ev.CallEvent:
+        if isinstance(decision, Reject) and isinstance(event, ev.Answered):
+            return ev.AnswerRefused(decision.code, decision.reason or "")
+        if isinstance(decision, Custom):
             decision.action(None)  # type: ignore[arg-type]
+        return event
+
+    def _late_response_decision(
+        self, decision: object, session: UnifiedSession, event: ev.CallEvent
+    ) -> None:
+        refused = self._response_decision(decision, event)
+        if refused is not event:
+            session.post(refused)
 
     # -- InviteResponder -------------------------------------------------------------------
     def accept_invite(self, invite: InviteDetails, *, offer: bool) -> UnifiedSession:
-        return self._start_uas(invite, offer=offer, event="IncomingCall")
+        return self._start_uas(invite, ev.IncomingCall(offer=offer))
 
-    def _start_uas(self, invite: InviteDetails, *, offer: bool, event: str) -> UnifiedSession:
+    def _start_uas(self, invite: InviteDetails, event: ev.CallEvent) -> UnifiedSession:
         """Create the UAS session for ``invite`` and feed it ``event``."""
         leg = invite.leg
         assert isinstance(leg, CallLeg)
@@ -471,19 +585,14 @@ class UnifiedCoordinator:
             self.dialogs.release(leg)
             raise CallStateError("every RTP port is in use; the call was answered 503")
         request = invite.request
-        session = UnifiedSession(
-            self,
-            Role.UAS,
-            remote_uri=str(request.from_.uri),
-            local_uri=str(request.to.uri),
+        session = self._new_session(
+            Role.UAS, remote_uri=str(request.from_.uri), local_uri=str(request.to.uri), leg=leg
         )
-        session.leg = leg
         session.invite = invite
-        session.offer_to_application = offer
         self.store.add(session)
         self.registry.register_dialog(session.id, leg.key)
         self.metrics.inc("sipd_calls_started_total", direction="incoming")
-        session.fire(event)
+        session.post(event)
         return session
 
     def reject_invite(self, invite: InviteDetails, code: int, reason: str | None) -> None:
@@ -507,7 +616,7 @@ class UnifiedCoordinator:
         self.dialogs.release(leg)
         self.metrics.inc("sipd_calls_total", outcome="redirected", direction="incoming")
 
-    # -- called by sessions ---------------------------------------------------------------------
+    # -- what sessions may ask (through _Services) -------------------------------------------
     def offer_incoming(self, session: UnifiedSession) -> None:
         """Hand an accepted incoming call to the application."""
         if self.on_incoming is not None:
@@ -527,19 +636,13 @@ class UnifiedCoordinator:
                 _log.failure("transfer listener failed", call_id=new.call_id)
 
     def session_ended(self, session: UnifiedSession) -> None:
-        """Release everything the session held (the Cleanup action)."""
-        if session.media is not None:
-            session.media.stop(session._post.append)
-            self.media.release(session.media)
-        if session.leg is not None:
-            self.dialogs.release(session.leg)
+        """Forget a session that reached a final state (its ports are released already)."""
         self.registry.remove_session(session.id)
         self.store.remove(session.id)
-        outcome = _outcome(session)
         direction = "outgoing" if session.role is Role.UAC else "incoming"
-        self.metrics.inc("sipd_calls_total", outcome=outcome, direction=direction)
+        self.metrics.inc("sipd_calls_total", outcome=_outcome(session), direction=direction)
         # Listeners run once the machine has settled in its final state.
-        session._post.append(lambda: self._notify_end(session))
+        session.later(lambda: self._notify_end(session))
 
     def _notify_end(self, session: UnifiedSession) -> None:
         for listener in list(self.on_session_end):
@@ -547,6 +650,41 @@ class UnifiedCoordinator:
                 listener(session)
             except Exception:
                 _log.failure("session end listener failed", call_id=session.call_id)
+
+
+class _Services:
+    """The application port a session gets: a narrow face of its coordinator."""
+
+    __slots__ = ("_ua",)
+
+    def __init__(self, ua: UnifiedCoordinator) -> None:
+        self._ua = ua
+
+    @property
+    def config(self) -> SipdConfig:
+        return self._ua.config
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self._ua.clock
+
+    def offer_incoming(self, session: UnifiedSession) -> None:
+        self._ua.offer_incoming(session)
+
+    def offer_transfer(self, old: UnifiedSession, new: UnifiedSession) -> None:
+        self._ua.offer_transfer(old, new)
+
+    def place_call(self, target: str, headers: list[tuple[str, str]]) -> UnifiedSession:
+        return self._ua.create_outgoing_call(target, headers=headers)
+
+    def route_for(self, target: Uri) -> Uri | None:
+        return self._ua.route_for(target)
+
+    def target_uri(self, target: str) -> Uri:
+        return self._ua.target_uri(target)
+
+    def session_ended(self, session: UnifiedSession) -> None:
+        self._ua.session_ended(session)
 
 
 def _widen_receive_buffer(port: object) -> None:
@@ -564,11 +702,10 @@ def _widen_receive_buffer(port: object) -> None:
 
 
 def _outcome(session: UnifiedSession) -> str:
-    from sipd.errors import CallCancelled, CallRejected, CallTimeout
-
     failure = session.failure
     if failure is None:
-        return "completed" if session.answered_at is not None else "ended"
+        answered = session.answer_outcome.settled and session.answer_outcome.error is None
+        return "completed" if answered else "ended"
     if isinstance(failure, CallCancelled):
         return "cancelled"
     if isinstance(failure, CallRejected):

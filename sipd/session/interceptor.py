@@ -19,6 +19,7 @@ gets ``defer_status`` (480 by default), so no caller waits forever.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,8 +31,9 @@ from zope.interface import Attribute, Interface, implementer
 
 from sipd.errors import CallStateError, SipdValueError
 from sipd.logs import Logger
+from sipd.session.views import ResponseView
 from sipd.sip.headers import Headers
-from sipd.sip.message import Request, Response
+from sipd.sip.message import Request
 
 if TYPE_CHECKING:
     from sipd.session.session import UnifiedSession
@@ -44,6 +46,7 @@ __all__ = [
     "ISignalingHandler",
     "ISignalingHandlerFactory",
     "InviteDetails",
+    "InviteState",
     "Reject",
     "SignalingDecision",
     "SignalingInterceptor",
@@ -90,7 +93,7 @@ class ISignalingHandler(Interface):
     def on_incoming_invite(invite: InviteDetails) -> Any:
         """Return a :data:`SignalingDecision`, or a Deferred firing with one."""
 
-    def on_response(dialog_id: str, response: Response) -> Any:
+    def on_response(dialog_id: str, response: ResponseView) -> Any:
         """Seen for every non-100 response to an outgoing INVITE.
 
         Return a decision (or a Deferred of one): :class:`Reject` on a 2xx
@@ -116,7 +119,7 @@ class AcceptAllHandler:
     def on_incoming_invite(self, invite: InviteDetails) -> SignalingDecision:
         return Accept()
 
-    def on_response(self, dialog_id: str, response: Response) -> SignalingDecision:
+    def on_response(self, dialog_id: str, response: ResponseView) -> SignalingDecision:
         return Accept()
 
 
@@ -128,6 +131,14 @@ class InviteResponder(Protocol):
     def reject_invite(self, invite: InviteDetails, code: int, reason: str | None) -> None: ...
 
     def redirect_invite(self, invite: InviteDetails, target: str, code: int) -> None: ...
+
+
+class InviteState(enum.Enum):
+    """Where a new INVITE stands: waiting for a decision, answered, or cancelled by the caller."""
+
+    PENDING = "pending"
+    ANSWERED = "answered"
+    CANCELLED = "cancelled"
 
 
 @dataclass(eq=False)
@@ -144,11 +155,20 @@ class InviteDetails:
     _responder: InviteResponder = field(repr=False)
     #: The dialog adapter's leg for this INVITE (opaque to handlers).
     leg: object = field(default=None, repr=False)
-    answered: bool = False
-    cancelled: bool = False
+    state: InviteState = InviteState.PENDING
     #: Fires (with None) if the caller cancels before anyone answered.
     on_cancel: defer.Deferred[None] = field(default_factory=defer.Deferred, repr=False)
     _timeout: IDelayedCall | None = field(default=None, repr=False)
+
+    @property
+    def answered(self) -> bool:
+        """True once someone answered the INVITE (accept, reject, redirect)."""
+        return self.state is InviteState.ANSWERED
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the caller cancelled it before anyone answered."""
+        return self.state is InviteState.CANCELLED
 
     @property
     def call_id(self) -> str:
@@ -185,11 +205,11 @@ class InviteDetails:
         return None
 
     def _claim(self) -> None:
-        if self.cancelled:
+        if self.state is InviteState.CANCELLED:
             raise CallStateError(f"call {self.call_id} was cancelled by the caller")
-        if self.answered:
+        if self.state is InviteState.ANSWERED:
             raise CallStateError(f"INVITE {self.call_id} has already been answered")
-        self.answered = True
+        self.state = InviteState.ANSWERED
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self._timeout = None
@@ -222,9 +242,9 @@ class InviteDetails:
 
     def _cancel(self) -> None:
         """The caller sent CANCEL before anyone answered."""
-        if self.answered or self.cancelled:
+        if self.state is not InviteState.PENDING:
             return
-        self.cancelled = True
+        self.state = InviteState.CANCELLED
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self._timeout = None

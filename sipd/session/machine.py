@@ -1,37 +1,54 @@
-"""Automat machines built from a state table, and the executor that drives them.
+"""Automat machines built from a state table, and the one executor that drives them.
 
 A :class:`MachineFactory` turns the rows of one role of a validated
-:class:`~sipd.session.state_table.StateTable` into an Automat
+:class:`~sipd.session.table_model.StateTable` into an Automat
 ``TypeMachineBuilder`` machine once; :meth:`MachineFactory.create` then makes
 one cheap :class:`SessionMachine` per call.
 
-Automat cannot express guards, so each distinct (event, guard set) of the
-table becomes its own Automat input. :meth:`SessionMachine.fire` looks up the
-rows for the current state and event, evaluates their guards in file order
-through the session's hooks, and feeds Automat the input of the first row
-whose guards pass. Automat moves the state (and would raise ``NoTransition``
-for a row that does not exist); the executor then runs the row's actions and
-records a :class:`Transition` in ``history``.
+How rows become Automat inputs
+------------------------------
 
-Semantics callers rely on:
+Automat cannot evaluate guards, so **every row of the table is one Automat
+input** (named ``<Event>_r<row index>``), registered as
+``state.upon(input).to(next_state)``. The executor looks up the rows for the
+current state and event, evaluates their guards in file order through the
+session's hooks, and calls the input of the first row whose guards pass.
+Automat moves the state (and would raise for a row that does not exist); the
+executor then runs the row's actions and records a :class:`Transition`.
 
-* **Run to completion.** An action may call ``fire`` on its own machine. The
-  event is queued (``fire`` returns ``None``) and processed after the current
-  transition's actions finish, in the order queued, before the outer ``fire``
-  returns. While actions run, ``state`` is already the new state.
+States that own timers
+----------------------
+
+A state with a ``timer`` column is an Automat *data state*, the way Twisted's
+own ``application/_client_service.py`` uses Automat: entering it runs the
+state's factory, which starts the ``IDelayedCall`` and returns it as the
+state's data; every row that leaves the state cancels that call on the way
+out; a row that stays keeps it. So no action starts or stops a timer by hand
+and a session in a final state has no timer left. When the call fires, its
+event goes through the same queue as any other.
+
+Semantics callers rely on
+-------------------------
+
+* **One queue, run to completion.** Every event (application, network,
+  timer) enters through :meth:`SessionMachine.post` (or :meth:`fire`). An
+  event posted while the machine is running, by an action for instance, is
+  queued and processed after the current transition's actions finish, in
+  order. While actions run, ``state`` is already the new state.
+* **Effects after the events.** :meth:`SessionMachine.after` queues a
+  callable (firing a waiter's Deferred, telling a listener) to run once no
+  event is pending, so user code it resumes sees the settled state and may
+  post more events.
 * **Failing actions.** If an action raises, the transition is still taken,
-  the row's remaining actions still run (so clean-up actions are not skipped),
-  the transition is recorded with the action in ``failed_actions``, queued
-  events are still processed, and then :class:`~sipd.errors.ActionFailed` is
-  raised with the original exception as ``__cause__``. Later failures of the
-  same ``fire`` are logged; the first one is raised.
+  the row's remaining actions still run (so clean-up actions are not
+  skipped) and the transition is recorded with the action in
+  ``failed_actions``. :meth:`fire` then raises
+  :class:`~sipd.errors.ActionFailed`; :meth:`post` logs it.
 * **Unhandled events.** An event with no row for the current state, or whose
-  rows' guards all fail, raises :class:`~sipd.errors.UnhandledEvent` and
-  changes nothing. A queued event that is unhandled is reported the same way
-  after the queue drains. To accept an event and do nothing, give the table an
-  ignore row (same state, no actions); it is recorded like any transition.
-* Guard results are cached for the duration of one event, so a guard named by
-  several rows is evaluated once.
+  rows' guards all fail, changes nothing: :meth:`fire` raises
+  :class:`~sipd.errors.UnhandledEvent`, :meth:`post` logs it and returns
+  False. To accept an event and do nothing, give the table an ignore row.
+* Guard results are cached for the duration of one event.
 """
 
 from __future__ import annotations
@@ -40,20 +57,25 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from automat import TypeMachineBuilder
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
 
-from sipd.errors import ActionFailed, UnhandledEvent
+from sipd.errors import ActionFailed, SipdValueError, UnhandledEvent
 from sipd.logs import Logger
-from sipd.session.state_table import GuardTest, Role, Row, StateTable
+from sipd.session.table_model import GuardTest, Role, Row, StateInfo, StateTable, TimerSpec
 
 __all__ = [
     "Event",
     "MachineFactory",
     "SessionHooks",
     "SessionMachine",
+    "TimerHooks",
     "Transition",
+    "event_name",
 ]
 
 _log = Logger()
@@ -61,10 +83,22 @@ _log = Logger()
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """An event fed to a session machine: its table name and whatever data came with it."""
+    """A generic event for tables without event classes: a name and its data.
+
+    Call sessions use the dataclasses of :mod:`sipd.session.events` instead;
+    any object works as an event, its class name (or ``name``) being the
+    table's event name.
+    """
 
     name: str
     data: Mapping[str, object] = field(default_factory=dict)
+
+
+def event_name(event: object) -> str:
+    """The table event name of ``event``."""
+    if isinstance(event, Event):
+        return event.name
+    return type(event).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +106,7 @@ class Transition:
     """One step a session took, as recorded in :attr:`SessionMachine.history`."""
 
     from_state: str
-    event: Event
+    event: Any
     guards_taken: tuple[str, ...]
     actions: tuple[str, ...]
     to_state: str
@@ -85,15 +119,41 @@ class Transition:
         """True when the event was accepted by an ignore row (same state, no actions)."""
         return self.from_state == self.to_state and not self.actions
 
+    @property
+    def event_name(self) -> str:
+        """The table name of the event that caused this step."""
+        return event_name(self.event)
+
 
 class SessionHooks(Protocol):
     """What the session core provides to a machine: guard evaluation and action execution."""
 
-    def check_guard(self, name: str, event: Event) -> bool:
+    def check_guard(self, name: str, event: Any) -> bool:
         """Tell whether the guard ``name`` holds for ``event`` right now."""
 
-    def run_action(self, name: str, event: Event) -> None:
+    def run_action(self, name: str, event: Any) -> None:
         """Run the action ``name`` for ``event``."""
+
+
+class TimerHooks(Protocol):
+    """What a session provides for the timers its states own."""
+
+    def timer_delay(self, delay: str) -> float:
+        """Seconds until the timer named by a state's ``timer.delay`` fires."""
+
+    def timer_event(self, event: str) -> object:
+        """The event to post when the timer fires."""
+
+
+@dataclass(slots=True)
+class _StateTimer:
+    """The data of a state that owns a timer: its pending call."""
+
+    call: IDelayedCall
+
+    def cancel(self) -> None:
+        if self.call.active():
+            self.call.cancel()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +178,8 @@ class MachineFactory:
     """Builds the Automat machine for one (table, role) once and stamps out sessions.
 
     Make one factory per role when the table is loaded and keep it: building
-    walks the whole table, creating a session does not.
+    walks the whole table, creating a session does not. ``clock`` runs the
+    timers of states with a ``timer`` column (required when the table has any).
     """
 
     def __init__(
@@ -128,6 +189,7 @@ class MachineFactory:
         *,
         now: Callable[[], float] = time.time,
         history_limit: int | None = 256,
+        clock: IReactorTime | None = None,
     ) -> None:
         """``now`` stamps transitions (pass ``reactor.seconds``); ``history_limit``
         bounds each session's recorded history (``None`` keeps everything)."""
@@ -135,53 +197,100 @@ class MachineFactory:
         self.role = role
         self.now = now
         self.history_limit = history_limit
+        self.clock = clock
         self._events = frozenset(table.events)
         self._final = table.final
         self._choices: dict[tuple[str, str], tuple[_Choice, ...]] = {}
+        self._info = {name: table.state_info(name) for name in table.states}
         self._machine_type = self._build()
 
     def _build(self) -> Any:
         rows = self.table.rows_for(self.role)
-        variants: dict[tuple[str, frozenset[GuardTest]], str] = {}
+        inputs = {row.index: f"{row.event}_r{row.index}" for row in rows}
         choices: dict[tuple[str, str], list[_Choice]] = {}
         for row in rows:
-            key = (row.event, frozenset(row.guards))
-            # Names are unique: the suffix after the last "_" is always the number.
-            input_name = variants.setdefault(key, f"{row.event}_{len(variants)}")
             choices.setdefault((row.state, row.event), []).append(
-                _Choice(row, input_name, row.guards)
+                _Choice(row, inputs[row.index], row.guards)
             )
         self._choices = {key: tuple(value) for key, value in choices.items()}
 
-        namespace = {name: _input_method(name) for name in variants.values()}
+        namespace = {name: _input_method(name) for name in inputs.values()}
         proto: Any = type(f"{self.role.value}SessionInputs", (Protocol,), namespace)
-        builder = TypeMachineBuilder(proto, object)
+        builder = TypeMachineBuilder(proto, SessionMachine)
         # Automat makes the first declared state the initial one.
         ordered = [self.table.initial] + [s for s in self.table.states if s != self.table.initial]
-        states = {name: builder.state(name) for name in ordered}
+        timers = {name: self.table.state_info(name).timer for name in ordered}
+        if any(timers.values()) and self.clock is None:
+            raise SipdValueError(
+                f"state table {self.table.source} has states with timers; "
+                "MachineFactory needs a clock to run them"
+            )
+        states: dict[str, Any] = {}
+        for name in ordered:
+            spec = timers[name]
+            states[name] = (
+                builder.state(name) if spec is None else builder.state(name, _timer_factory(spec))
+            )
         for row in rows:
-            method = getattr(proto, variants[row.event, frozenset(row.guards)])
-            states[row.state].upon(method).to(states[row.next_state]).returns(row)
+            method = getattr(proto, inputs[row.index])
+            registrar = states[row.state].upon(method).to(states[row.next_state])
+            if timers[row.state] is not None and row.next_state != row.state:
+                registrar(_leaving(row))  # cancels the state's timer on the way out
+            else:
+                registrar.returns(row)
         return builder.build()
 
     def create(self, hooks: SessionHooks) -> SessionMachine:
         """A new machine in the table's initial state, driving ``hooks``."""
-        return SessionMachine(self, hooks, self._machine_type(None))
+        return SessionMachine(self, hooks)
+
+
+def _timer_factory(spec: TimerSpec) -> Callable[[Any, SessionMachine], _StateTimer]:
+    def enter(proto: object, core: SessionMachine) -> _StateTimer:
+        return core._start_timer(spec)
+
+    enter.__name__ = f"start_{spec.event}"
+    return enter
+
+
+def _leaving(row: Row) -> Callable[[Any, SessionMachine, _StateTimer], Row]:
+    def leave(proto: object, core: SessionMachine, timer: _StateTimer) -> Row:
+        timer.cancel()
+        return row
+
+    leave.__name__ = f"leave_{row.state}_r{row.index}"
+    return leave
 
 
 class SessionMachine:
-    """The state machine of one call session; feed it events with :meth:`fire`."""
+    """The state machine of one call session and its single event queue."""
 
-    __slots__ = ("_automaton", "_factory", "_hooks", "_queue", "_running", "_state", "history")
+    __slots__ = (
+        "_automaton",
+        "_effects",
+        "_factory",
+        "_hooks",
+        "_queue",
+        "_running",
+        "_state",
+        "current_row",
+        "history",
+        "listeners",
+    )
 
-    def __init__(self, factory: MachineFactory, hooks: SessionHooks, automaton: Any) -> None:
+    def __init__(self, factory: MachineFactory, hooks: SessionHooks) -> None:
         self._factory = factory
         self._hooks = hooks
-        self._automaton = automaton
         self._state = factory.table.initial
-        self._queue: deque[Event] = deque()
+        self._queue: deque[object] = deque()
+        self._effects: deque[Callable[[], object]] = deque()
         self._running = False
+        #: The row whose actions are running (None between events).
+        self.current_row: Row | None = None
         self.history: deque[Transition] = deque(maxlen=factory.history_limit)
+        #: Called with each transition once it is complete (as an effect).
+        self.listeners: list[Callable[[Transition], None]] = []
+        self._automaton = factory._machine_type(self)
 
     @property
     def state(self) -> str:
@@ -194,45 +303,122 @@ class SessionMachine:
         return self._factory.role
 
     @property
+    def table(self) -> StateTable:
+        """The table this machine runs."""
+        return self._factory.table
+
+    @property
     def is_final(self) -> bool:
         """True once the session has reached one of the table's final states."""
         return self._state in self._factory._final
 
-    def fire(self, event_name: str, /, **data: object) -> Transition | None:
-        """Process the event ``event_name`` and every event its actions queue.
+    @property
+    def state_info(self) -> StateInfo:
+        """The table's columns for the current state."""
+        return self._factory._info[self._state]
 
-        Returns the transition this event caused, or ``None`` when called from
-        inside an action of this machine (the event is queued, see the module
-        docstring). Raises :class:`UnhandledEvent` or :class:`ActionFailed`.
+    @property
+    def call_state(self) -> str:
+        """The public call state's name: the state's ``call_state`` column, else its name."""
+        info = self._factory._info[self._state]
+        if info.call_state is not None:
+            return info.call_state
+        return "".join(f"_{c}" if c.isupper() else c for c in self._state).strip("_").upper()
+
+    @property
+    def busy(self) -> bool:
+        """True while the machine is processing events or effects."""
+        return self._running
+
+    # -- the queue ------------------------------------------------------------------
+    def fire(self, event: object, /, **data: object) -> Transition | None:
+        """Process ``event`` and everything it queues; raise what went wrong.
+
+        ``event`` is an event object, or a name (with ``data``) for a generic
+        :class:`Event`. Returns the transition this event caused, or ``None``
+        when called while the machine is running (the event is queued).
+        Raises :class:`UnhandledEvent` or :class:`ActionFailed`.
         """
-        event = Event(event_name, data)
+        if isinstance(event, str):
+            event = Event(event, data)
         if self._running:
             self._queue.append(event)
             return None
-        self._running = True
         failures: list[Exception] = []
-        try:
-            first = self._step(event, failures)
-            while self._queue:
-                try:
-                    self._step(self._queue.popleft(), failures)
-                except Exception as exc:  # an unhandled queued event or a failing guard
-                    failures.append(exc)
-        finally:
-            self._running = False
-            self._queue.clear()
+        first = self._run(event, failures)
         if failures:
             for extra in failures[1:]:
                 _log.error("{role} session: {error}", role=self.role.value, error=extra)
             raise failures[0]
         return first
 
-    def _step(self, event: Event, failures: list[Exception]) -> Transition:
+    def post(self, event: object) -> bool:
+        """Queue ``event`` and run the queue unless it is already running; never raises.
+
+        Returns False when the event was not handled (no row took it), so the
+        signalling layer can still answer a request nobody took; True when it
+        was, or was queued behind the running event.
+        """
+        if self._running:
+            self._queue.append(event)
+            return True
+        failures: list[Exception] = []
+        self._run(event, failures)
+        handled = True
+        for failure in failures:
+            if isinstance(failure, UnhandledEvent):
+                handled = handled and failure.event is not event
+                _log.info("{role} session: {error}", role=self.role.value, error=failure)
+            else:
+                _log.failure(
+                    "{role} session: {error}",
+                    _failure_of(failure),
+                    role=self.role.value,
+                    error=failure,
+                )
+        return handled
+
+    def after(self, effect: Callable[[], object]) -> None:
+        """Run ``effect`` once no event is pending (at once when the machine is idle)."""
+        self._effects.append(effect)
+        if not self._running:
+            self._run(None, [])
+
+    def _run(self, event: object | None, failures: list[Exception]) -> Transition | None:
+        self._running = True
+        first: Transition | None = None
+        try:
+            if event is not None:
+                try:
+                    first = self._step(event, failures)
+                except UnhandledEvent as exc:
+                    failures.append(exc)
+            while self._queue or self._effects:
+                if self._queue:
+                    queued = self._queue.popleft()
+                    try:
+                        self._step(queued, failures)
+                    except Exception as exc:  # an unhandled queued event or a failing guard
+                        failures.append(exc)
+                else:
+                    effect = self._effects.popleft()
+                    try:
+                        effect()
+                    except Exception:
+                        _log.failure("{role} session: an effect failed", role=self.role.value)
+        finally:
+            self._running = False
+            self.current_row = None
+        return first
+
+    def _step(self, event: object, failures: list[Exception]) -> Transition:
         choice = self._choose(event)
         at = self._factory.now()
-        # Automat performs the transition and hands back the row it registered.
+        # Automat performs the transition (and the state timers' set-up and
+        # tear-down) and hands back the row it registered.
         row: Row = getattr(self._automaton, choice.input_name)()
         self._state = row.next_state
+        self.current_row = row
         failed: list[str] = []
         for action in row.actions:
             try:
@@ -240,6 +426,7 @@ class SessionMachine:
             except Exception as exc:
                 failed.append(action)
                 failures.append(self._action_failed(action, event, row, exc))
+        self.current_row = None
         transition = Transition(
             from_state=row.state,
             event=event,
@@ -251,42 +438,60 @@ class SessionMachine:
             failed_actions=tuple(failed),
         )
         self.history.append(transition)
+        for listener in self.listeners:
+            self._effects.append(partial(listener, transition))
         return transition
 
-    def _choose(self, event: Event) -> _Choice:
-        choices = self._factory._choices.get((self._state, event.name), ())
+    def _choose(self, event: object) -> _Choice:
+        name = event_name(event)
+        choices = self._factory._choices.get((self._state, name), ())
         cache: dict[str, bool] = {}
         for choice in choices:
             if all(self._passes(test, event, cache) for test in choice.guards):
                 return choice
         where = f"{self.role.value} session in state '{self._state}'"
-        if event.name not in self._factory._events:
+        if name not in self._factory._events:
             known = ", ".join(self._factory.table.events)
             raise UnhandledEvent(
-                f"{where} got event '{event.name}', which the state table "
-                f"{self._factory.table.source} does not declare (known: {known})"
+                f"{where} got event '{name}', which the state table "
+                f"{self._factory.table.source} does not declare (known: {known})",
+                event=event,
             )
         if not choices:
-            raise UnhandledEvent(f"{where} has no row for event '{event.name}'")
+            raise UnhandledEvent(f"{where} has no row for event '{name}'", event=event)
         tried = "; ".join(
             f"transitions[{c.row.index}] [{', '.join(map(str, c.guards))}]" for c in choices
         )
         raise UnhandledEvent(
-            f"{where} has no row for event '{event.name}' whose guards pass (tried {tried})"
+            f"{where} has no row for event '{name}' whose guards pass (tried {tried})",
+            event=event,
         )
 
-    def _passes(self, test: GuardTest, event: Event, cache: dict[str, bool]) -> bool:
+    def _passes(self, test: GuardTest, event: object, cache: dict[str, bool]) -> bool:
         value = cache.get(test.name)
         if value is None:
             value = cache[test.name] = bool(self._hooks.check_guard(test.name, event))
         return value != test.negated
 
-    def _action_failed(self, action: str, event: Event, row: Row, exc: Exception) -> ActionFailed:
+    def _action_failed(self, action: str, event: object, row: Row, exc: Exception) -> ActionFailed:
         failure = ActionFailed(
             f"action '{action}' raised {exc!r} in a {self.role.value} session on "
-            f"{row.state} --{event.name}--> {row.next_state} "
+            f"{row.state} --{event_name(event)}--> {row.next_state} "
             f"({self._factory.table.source}:{row.line}, transitions[{row.index}]); "
             "the transition was taken"
         )
         failure.__cause__ = exc
         return failure
+
+    # -- timers owned by states -------------------------------------------------------
+    def _start_timer(self, spec: TimerSpec) -> _StateTimer:
+        hooks: Any = self._hooks
+        clock = self._factory.clock
+        assert clock is not None  # checked when the factory was built
+        delay = max(0.0, float(hooks.timer_delay(spec.delay)))
+        event = hooks.timer_event(spec.event)
+        return _StateTimer(clock.callLater(delay, self.post, event))
+
+
+def _failure_of(exc: Exception) -> Failure:
+    return Failure(exc, type(exc), exc.__traceback__)  # type: ignore[no-untyped-call]

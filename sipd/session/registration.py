@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
@@ -28,7 +28,11 @@ from sipd.sip.transaction import new_branch
 from sipd.sip.uri import Uri
 
 if TYPE_CHECKING:
-    from sipd.session.coordinator import UnifiedCoordinator
+    from twisted.internet.interfaces import IReactorTime
+
+    from sipd.config import SipdConfig
+    from sipd.session.dialog_adapter import DialogAdapter
+    from sipd.sip.transaction import TransactionLayer
 
 __all__ = ["Registration", "RegistrationState"]
 
@@ -54,12 +58,28 @@ class RegistrationState(enum.Enum):
     STOPPED = "stopped"
 
 
+class RegistrationHost(Protocol):
+    """What a registration needs of its user agent (the coordinator provides it)."""
+
+    @property
+    def config(self) -> SipdConfig: ...
+
+    @property
+    def dialogs(self) -> DialogAdapter: ...
+
+    @property
+    def layer(self) -> TransactionLayer | None: ...
+
+    @property
+    def clock(self) -> IReactorTime: ...
+
+
 class Registration:
     """One binding of ``aor`` at ``registrar``, kept alive until :meth:`stop`."""
 
     def __init__(
         self,
-        coordinator: UnifiedCoordinator,
+        coordinator: RegistrationHost,
         registrar: Uri,
         aor: Uri,
         *,

@@ -10,7 +10,8 @@ Bytes go out through an injected ``send(data, addr)`` and time comes from an
 injected ``IReactorTime``, so every timer is testable with ``task.Clock``.
 
 The transactions themselves live in :mod:`sipd.sip.transaction_client` and
-:mod:`sipd.sip.transaction_server`; their names are re-exported here.
+:mod:`sipd.sip.transaction_server`, the timer values and ``Addr`` in
+:mod:`sipd.sip.transaction_base`; their names are re-exported here.
 
 Only UDP is modelled: the timers that are zero on reliable transports (D, I,
 J, K) use their UDP values, and requests are always retransmitted.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
 from twisted.internet.interfaces import IReactorTime
@@ -29,6 +29,7 @@ from sipd.errors import TransactionError
 from sipd.logs import Logger
 from sipd.sip.errors import SipParseError
 from sipd.sip.message import Request, Response, make_response
+from sipd.sip.transaction_base import DEFAULT_TIMERS, Addr, TimerConfig
 from sipd.sip.transaction_client import (
     ClientState,
     ClientTransaction,
@@ -54,83 +55,7 @@ __all__ = [
     "new_branch",
 ]
 
-#: A transport address: host and port.
-Addr: TypeAlias = tuple[str, int]
-
 _log = Logger()
-
-
-@dataclass(frozen=True, slots=True)
-class TimerConfig:
-    """The base timer values of RFC 3261 §17.1.1.1 and Table 4, in seconds.
-
-    ``t1`` is the RTT estimate, ``t2`` the cap on non-INVITE and response
-    retransmission intervals, ``t4`` how long a message can stay in the
-    network. Every other timer derives from them; the properties name the
-    RFC timer they stand for (UDP values).
-    """
-
-    t1: float = 0.5
-    t2: float = 4.0
-    t4: float = 5.0
-
-    def __post_init__(self) -> None:
-        if not (self.t1 > 0 and self.t2 >= self.t1 and self.t4 > 0):
-            raise ValueError(f"need 0 < T1 <= T2 and T4 > 0, got {self}")
-
-    @property
-    def b(self) -> float:
-        """Timer B: INVITE client transaction timeout, 64*T1."""
-        return 64 * self.t1
-
-    @property
-    def d(self) -> float:
-        """Timer D: wait in Completed for retransmitted finals (UDP: > 32 s).
-
-        RFC 3261 asks for "at least 32 s", which covers a server using the
-        default T1 (its Timer H is 64*T1 = 32 s); with a larger T1 the server
-        retransmits longer, so D grows with it.
-        """
-        return max(32.0, 64 * self.t1)
-
-    @property
-    def f(self) -> float:
-        """Timer F: non-INVITE client transaction timeout, 64*T1."""
-        return 64 * self.t1
-
-    @property
-    def h(self) -> float:
-        """Timer H: wait for the ACK to a non-2xx final, 64*T1."""
-        return 64 * self.t1
-
-    @property
-    def i(self) -> float:
-        """Timer I: absorb ACK retransmissions in Confirmed, T4 for UDP."""
-        return self.t4
-
-    @property
-    def j(self) -> float:
-        """Timer J: absorb non-INVITE request retransmissions, 64*T1 for UDP."""
-        return 64 * self.t1
-
-    @property
-    def k(self) -> float:
-        """Timer K: absorb non-INVITE response retransmissions, T4 for UDP."""
-        return self.t4
-
-    @property
-    def l(self) -> float:  # noqa: E743 - the RFC's name for it
-        """Timer L: server INVITE transaction in Accepted (RFC 6026), 64*T1."""
-        return 64 * self.t1
-
-    @property
-    def m(self) -> float:
-        """Timer M: client INVITE transaction in Accepted (RFC 6026), 64*T1."""
-        return 64 * self.t1
-
-
-#: RFC 3261 defaults: T1 = 500 ms, T2 = 4 s, T4 = 5 s.
-DEFAULT_TIMERS = TimerConfig()
 
 
 class TransactionUser(Protocol):

@@ -18,17 +18,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sipd.sip.headers import Headers
 from sipd.sip.message import Request, Response
+from sipd.sip.transaction_base import Addr, TimerConfig
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IDelayedCall
-
-    from sipd.sip.transaction import Addr, TransactionLayer
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 __all__ = ["ClientState", "ClientTransaction", "make_ack_for_non2xx", "make_cancel"]
+
+
+class _ClientLayer(Protocol):
+    """What a client transaction uses of :class:`sipd.sip.transaction.TransactionLayer`."""
+
+    @property
+    def clock(self) -> IReactorTime: ...
+
+    @property
+    def timers(self) -> TimerConfig: ...
+
+    @property
+    def _send(self) -> Callable[[bytes, Addr], None]: ...
+
+    def _client_ended(self, txn: ClientTransaction) -> None: ...
 
 
 class ClientState(Enum):
@@ -83,7 +97,7 @@ class ClientTransaction:
 
     def __init__(
         self,
-        layer: TransactionLayer,
+        layer: _ClientLayer,
         request: Request,
         dest: Addr,
         key: tuple[str, str],

@@ -13,18 +13,48 @@ at most two ``IDelayedCall``\\ s and cancels them when it terminates.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sipd.errors import TransactionError
 from sipd.sip.message import Request, Response, make_response
+from sipd.sip.transaction_base import Addr, TimerConfig
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IDelayedCall
-
-    from sipd.sip.transaction import Addr, TransactionLayer
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 __all__ = ["ServerState", "ServerTransaction"]
+
+
+class _ServerUser(Protocol):
+    """What a server transaction reports to the transaction user."""
+
+    def ack_received(self, request: Request, source: Addr) -> None: ...
+
+    def server_transaction_timeout(self, txn: ServerTransaction) -> None: ...
+
+    def server_transport_error(self, txn: ServerTransaction, error: OSError) -> None: ...
+
+
+class _ServerLayer(Protocol):
+    """What a server transaction uses of :class:`sipd.sip.transaction.TransactionLayer`."""
+
+    @property
+    def clock(self) -> IReactorTime: ...
+
+    @property
+    def timers(self) -> TimerConfig: ...
+
+    @property
+    def tu(self) -> _ServerUser: ...
+
+    @property
+    def _send(self) -> Callable[[bytes, Addr], None]: ...
+
+    def _server_ended(self, txn: ServerTransaction) -> None: ...
+
+    def _add_ack_key(self, txn: ServerTransaction, final: Response) -> None: ...
 
 
 class ServerState(Enum):
@@ -74,7 +104,7 @@ class ServerTransaction:
 
     def __init__(
         self,
-        layer: TransactionLayer,
+        layer: _ServerLayer,
         request: Request,
         source: Addr,
         dest: Addr,

@@ -1,0 +1,329 @@
+"""What every part of the dialog adapter shares.
+
+:class:`DialogCore` holds the adapter's plumbing: the transaction layer and
+the event sink it is attached to, our addresses (Via, Contact, local URI),
+the table of legs, sending and resolving, the single place responses are
+built, in-dialog requests with digest retries, and the retransmission of a
+2xx until its ACK. :mod:`sipd.session.in_dialog` and
+:mod:`sipd.session.dialog_adapter` build on it; it imports neither.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from twisted.internet.interfaces import IReactorTime
+
+from sipd.config import SipdConfig
+from sipd.logs import Logger
+from sipd.metrics import Metrics
+from sipd.session.call_leg import CallLeg, resolve_host
+from sipd.session.events import AckTimeout, CallEvent
+from sipd.sip.address import NameAddr
+from sipd.sip.auth import DigestClient
+from sipd.sip.dialog import Dialog
+from sipd.sip.errors import SipParseError
+from sipd.sip.headers import Headers
+from sipd.sip.message import Request, Response, make_response
+from sipd.sip.transaction import Addr, ServerTransaction, TransactionLayer, new_branch
+from sipd.sip.uri import Uri
+
+__all__ = ["ALLOW", "ALLOWED_METHODS", "DialogCore", "DialogEventSink", "new_tag"]
+
+_log = Logger()
+
+#: Methods this UA implements, sent in Allow.
+ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "REFER", "NOTIFY")
+#: The Allow header value.
+ALLOW = ", ".join(ALLOWED_METHODS)
+
+
+def new_tag() -> str:
+    """A To tag for a response that creates no dialog (errors, OPTIONS)."""
+    return secrets.token_hex(4)
+
+
+class DialogEventSink(Protocol):
+    """Where the adapter delivers what it learns (the coordinator)."""
+
+    def new_invite(self, leg: CallLeg, request: Request, source: Addr) -> None:
+        """An INVITE outside any dialog: a new call offered to us."""
+
+    def dialog_event(self, leg: CallLeg, event: CallEvent) -> bool:
+        """Deliver ``event`` to ``leg``'s session; False if no session took it."""
+
+    def invite_cancelled(self, leg: CallLeg) -> None:
+        """A CANCEL for an INVITE no session owns yet (the handler is still deciding).
+
+        The adapter has answered the INVITE 487 already; the sink drops its
+        pending state and releases the leg.
+        """
+
+
+class DialogCore:
+    """Plumbing shared by the INVITE, in-dialog and routing parts of the adapter."""
+
+    def __init__(
+        self,
+        config: SipdConfig,
+        clock: IReactorTime,
+        send: Callable[[bytes, Addr], None],
+        metrics: Metrics,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self._send = send
+        self.metrics = metrics
+        self.layer: TransactionLayer | None = None
+        self.sink: DialogEventSink | None = None
+        self.local_port = config.port
+        #: Every live leg by its key, ``Call-ID;local-tag``.
+        self.legs: dict[str, CallLeg] = {}
+        #: Credentials for requests challenged with 401/407 (set by register()).
+        self.auth: DigestClient | None = None
+
+    # -- plumbing ---------------------------------------------------------------
+    def attach(self, layer: TransactionLayer, sink: DialogEventSink, local_port: int) -> None:
+        """Connect to the transaction layer and the coordinator (after binding)."""
+        self.layer = layer
+        self.sink = sink
+        self.local_port = local_port
+
+    @property
+    def _layer(self) -> TransactionLayer:
+        assert self.layer is not None, "DialogAdapter used before attach()"
+        return self.layer
+
+    @property
+    def _sink(self) -> DialogEventSink:
+        assert self.sink is not None, "DialogAdapter used before attach()"
+        return self.sink
+
+    def _emit(self, leg: CallLeg, event: CallEvent) -> bool:
+        """Hand ``event`` to ``leg``'s session; False when the leg is released or unowned."""
+        if leg.ended or self.sink is None:
+            return False
+        return self.sink.dialog_event(leg, event)
+
+    def _find_leg(self, call_id: str, local_tag: str | None) -> CallLeg | None:
+        if local_tag is None:
+            return None
+        return self.legs.get(f"{call_id};{local_tag}")
+
+    # -- our addresses -------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return self.config.contact_host
+
+    @property
+    def hostport(self) -> str:
+        """``host:port`` for our Via and Contact."""
+        return self._hostport
+
+    @property
+    def _hostport(self) -> str:
+        host = self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{self.advertised_port}"
+
+    @property
+    def advertised_port(self) -> int:
+        """The port in our Contact and Via: the bound one unless NAT says otherwise."""
+        return self.config.advertised_port or self.local_port
+
+    def local_uri(self, user: str | None = None) -> Uri:
+        """Our own URI: ``sip:<name>@host:port``."""
+        host = self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return Uri(
+            scheme="sip", host=host, user=user or self.config.name, port=self.advertised_port
+        )
+
+    @property
+    def contact(self) -> str:
+        """The Contact header value for our requests and responses."""
+        return f"<{self.local_uri()}>"
+
+    def resolve(self, uri: Uri) -> Addr:
+        """Where to send a request for ``uri``: its maddr or host, and port."""
+        host = uri.param("maddr") or uri.host
+        return resolve_host(host), uri.default_port
+
+    def _next_hop_addr(self, dialog: Dialog) -> Addr:
+        """Where an in-dialog request goes: the first route, else the remote target."""
+        hop = dialog.next_hop()
+        maddr = hop.param("maddr")
+        host = maddr or hop.host
+        return resolve_host(host), hop.default_port
+
+    def _via(self) -> str:
+        return f"SIP/2.0/UDP {self._hostport};branch={new_branch()};rport"
+
+    def _common_headers(self) -> list[tuple[str, str]]:
+        """Allow, Supported and User-Agent: what our INVITEs and their 2xx advertise."""
+        return [
+            ("Allow", ALLOW),
+            ("Supported", "replaces"),
+            ("User-Agent", self.config.user_agent),
+        ]
+
+    def _add_common(self, h: Headers) -> None:
+        for name, value in self._common_headers():
+            h.add(name, value)
+
+    # -- sending -------------------------------------------------------------------
+    def _send_raw(self, data: bytes, dest: Addr) -> None:
+        """Send bytes outside any transaction (ACK for a 2xx, 2xx retransmissions)."""
+        try:
+            self._send(data, dest)
+        except OSError as exc:
+            _log.warn("could not send to {dest}: {error}", dest=dest, error=exc)
+
+    def _response(
+        self,
+        request: Request,
+        status: int,
+        reason: str | None = None,
+        *,
+        to_tag: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> Response:
+        """Every response the adapter sends is built here (RFC 3261 §8.2.6).
+
+        ``to_tag`` is added only when the request's To has no tag; ``headers``
+        follow the copied ones (and Content-Type) in order.
+        """
+        response = make_response(
+            request, status, reason, to_tag=to_tag, body=body, content_type=content_type
+        )
+        for name, value in headers:
+            response.headers.add(name, value)
+        return response
+
+    def _respond(
+        self,
+        txn: ServerTransaction,
+        request: Request,
+        status: int,
+        reason: str | None = None,
+        *,
+        to_tag: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> Response:
+        """Answer ``request`` on ``txn``; returns the response sent."""
+        response = self._response(
+            request,
+            status,
+            reason,
+            to_tag=to_tag,
+            headers=headers,
+            body=body,
+            content_type=content_type,
+        )
+        txn.respond(response)
+        return response
+
+    def _contacts_or_400(self, request: Request, txn: ServerTransaction) -> list[NameAddr] | None:
+        """The Contact addresses, or None after answering 400 naming the bad Contact.
+
+        Answered here rather than raised: a remote's malformed Contact is
+        not an internal failure worth a logged traceback per datagram.
+        """
+        try:
+            return request.contacts
+        except SipParseError as exc:
+            reason = f"Bad Contact header: {exc.reason}"
+            self._respond(txn, request, 400, reason, to_tag=new_tag())
+            return None
+
+    # -- in-dialog requests we send ------------------------------------------------
+    def _send_in_dialog(
+        self,
+        dialog: Dialog,
+        request: Request,
+        on_response: Callable[[Request, Response], None],
+        on_failure: Callable[[int, str], None],
+    ) -> None:
+        """Send an in-dialog request; 401/407 are answered with our credentials.
+
+        ``on_response`` sees every other non-1xx response (with the request it
+        answers, which may be the authorised retry); ``on_failure`` a timeout
+        (408) or a transport error (503).
+        """
+        dest = self._next_hop_addr(dialog)
+
+        def response(sent: Request, r: Response) -> None:
+            if r.status < 200:
+                return
+            retry = self._authorized_retry(sent, r)
+            if retry is not None:
+                send(retry)
+            else:
+                on_response(sent, r)
+
+        def send(req: Request) -> None:
+            # The retry carries a new CSeq; later requests must go above it.
+            dialog.local_seq = max(dialog.local_seq, req.cseq.number)
+            self._layer.send_request(
+                req,
+                dest,
+                lambda r: response(req, r),
+                lambda: on_failure(408, "Request Timeout"),
+                lambda e: on_failure(503, f"Transport Error: {e}"),
+            )
+
+        send(request)
+
+    def _authorized_retry(self, request: Request, response: Response) -> Request | None:
+        """The request again with credentials for a 401/407, or None to give up."""
+        if self.auth is None or response.status not in (401, 407):
+            return None
+        retry = self.auth.authorize(request, response, branch=new_branch())
+        if retry is not None:
+            self.metrics.inc("sipd_sip_auth_retries_total", method=request.method)
+        return retry
+
+    # -- our 2xx to an INVITE, until its ACK (§13.3.1.4) ----------------------------
+    def _start_ok(self, leg: CallLeg, data: bytes, dest: Addr) -> None:
+        """Retransmit the 2xx ``data`` (T1 doubling up to T2) until the ACK or 64*T1.
+
+        The transaction layer hands a 2xx to the TU (RFC 6026), so the TU
+        keeps it alive; without an ACK by Timer B the session gets ``AckTimeout``.
+        """
+        self._stop_ok(leg)
+        leg.ok_bytes = data
+        leg.ok_dest = dest
+        timers = self._layer.timers
+        leg.ok_interval = timers.t1
+        leg.ok_timer = self.clock.callLater(leg.ok_interval, self._retransmit_ok, leg)
+        leg.ok_deadline = self.clock.callLater(timers.b, self._ok_timeout, leg)
+
+    def _retransmit_ok(self, leg: CallLeg) -> None:
+        leg.ok_timer = None
+        dest = leg.ok_dest or (leg.server_txn.dest if leg.server_txn is not None else None)
+        if leg.ok_bytes is None or dest is None:
+            return
+        self.metrics.inc("sipd_sip_2xx_retransmissions_total")
+        self._send_raw(leg.ok_bytes, dest)
+        leg.ok_interval = min(leg.ok_interval * 2, self._layer.timers.t2)
+        leg.ok_timer = self.clock.callLater(leg.ok_interval, self._retransmit_ok, leg)
+
+    def _stop_ok(self, leg: CallLeg) -> None:
+        leg.ok_bytes = None
+        for timer in (leg.ok_timer, leg.ok_deadline):
+            if timer is not None and timer.active():
+                timer.cancel()
+        leg.ok_timer = leg.ok_deadline = None
+
+    def _ok_timeout(self, leg: CallLeg) -> None:
+        leg.ok_deadline = None
+        self._stop_ok(leg)
+        self._emit(leg, AckTimeout())

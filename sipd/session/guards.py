@@ -1,0 +1,180 @@
+"""The guards the state table names: pure functions of a session's data and an event.
+
+A guard reads; it never sends, starts or changes anything. Negotiation results
+are memoised per event on the session (:meth:`UnifiedSession.memo`) so that
+the action that applies them does not negotiate again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sipd.errors import SdpError, SipdError
+from sipd.sdp import Direction, SessionDescription
+from sipd.session import events as ev
+from sipd.session.negotiation import Answered, answer_offer, offer_is_hold, read_answer
+from sipd.session.session import UnifiedSession
+from sipd.sip.address import NameAddr
+from sipd.sip.uri import Uri
+
+__all__ = [
+    "GUARDS",
+    "ack_answer",
+    "answer_to_2xx",
+    "offer_answer",
+    "redirect_target",
+    "reoffer_answer",
+]
+
+
+# -- negotiation results shared by guards and actions -------------------------------------
+def answer_to_2xx(s: UnifiedSession, event: ev.Answered) -> Answered | SdpError:
+    """The SDP answer in the 2xx to our INVITE, negotiated against our offer."""
+
+    def compute() -> Answered | SdpError:
+        if s.local_sdp is None:
+            return SdpError("we made no offer")
+        return read_answer(s.local_sdp, event.response.body, "2xx")
+
+    return s.memo("answer", event, compute)
+
+
+def offer_answer(s: UnifiedSession, event: object) -> Answered | SdpError | None:
+    """Our answer to the INVITE's offer; None for an INVITE without SDP (delayed offer)."""
+
+    def compute() -> Answered | SdpError | None:
+        request = s.signalling.invite_request
+        if request is None or not request.body:
+            return None
+        return answer_offer(request.body, s.sdp_context())
+
+    return s.memo("offer", event, compute)
+
+
+def ack_answer(s: UnifiedSession, event: ev.AckReceived) -> Answered | SdpError | None:
+    """The answer in the ACK to the offer in our 200 (delayed offer); None if none was due."""
+
+    def compute() -> Answered | SdpError | None:
+        if s.negotiation is not None or s.local_sdp is None:
+            return None
+        body = event.request.body if event.request is not None else b""
+        return read_answer(s.local_sdp, body, "ACK")
+
+    return s.memo("ack", event, compute)
+
+
+def reoffer_answer(s: UnifiedSession, event: ev.RemoteReinvite) -> Answered | SdpError:
+    """Our answer to the peer's re-INVITE/UPDATE offer.
+
+    An offerless re-INVITE gets our current SDP again (§14.2). While we hold
+    the call our answer keeps it held (sendonly) instead of resuming silently.
+    """
+
+    def compute() -> Answered | SdpError:
+        if s.media is None or s.local_sdp is None or s.negotiation is None:
+            return SdpError("no media for this call")
+        body = event.request.body
+        if not body:
+            return Answered(s.remote_sdp or s.local_sdp, s.negotiation)
+        direction = Direction.SENDONLY if _we_hold(s.local_sdp) else Direction.SENDRECV
+        return answer_offer(body, s.sdp_context(), direction)
+
+    return s.memo("reoffer", event, compute)
+
+
+def _we_hold(local: SessionDescription) -> bool:
+    """True when our SDP in force only sends (or nothing): we hold the call."""
+    audio = local.audio
+    return audio is not None and local.direction_of(audio) in (
+        Direction.SENDONLY,
+        Direction.INACTIVE,
+    )
+
+
+def redirect_target(s: UnifiedSession, event: ev.Rejected) -> Uri | None:
+    """The Contact of a 3xx to try next (highest ``q`` first), if one may be followed."""
+    limit = s.config.follow_redirects
+    response = event.response
+    if not 300 <= event.status < 400 or s.redirects >= limit or response is None:
+        return None
+    try:
+        contacts = response.contacts
+    except SipdError:
+        return None
+
+    def q(contact: NameAddr) -> float:
+        try:
+            return float(contact.param("q") or 1.0)
+        except ValueError:
+            return 0.0
+
+    for contact in sorted(contacts, key=q, reverse=True):
+        if contact.uri.scheme in ("sip", "sips") and contact.uri not in s.tried:
+            return contact.uri.replace(headers=())
+    return None
+
+
+# -- the guards ---------------------------------------------------------------------------
+def _answer_acceptable(s: UnifiedSession, event: ev.Answered) -> bool:
+    return isinstance(answer_to_2xx(s, event), Answered)
+
+
+def _offer_acceptable(s: UnifiedSession, event: object) -> bool:
+    return not isinstance(offer_answer(s, event), SdpError)
+
+
+def _handler_answers(s: UnifiedSession, event: ev.IncomingCall) -> bool:
+    return not event.offer
+
+
+def _ack_answer_usable(s: UnifiedSession, event: ev.AckReceived) -> bool:
+    return not isinstance(ack_answer(s, event), SdpError)
+
+
+def _redirect_allowed(s: UnifiedSession, event: ev.Rejected) -> bool:
+    return redirect_target(s, event) is not None
+
+
+def _request_terminated(s: UnifiedSession, event: ev.Rejected) -> bool:
+    return event.status == 487
+
+
+def _timed_out(s: UnifiedSession, event: ev.InviteTimeout) -> bool:
+    return event.status == 408
+
+
+def _reoffer_acceptable(s: UnifiedSession, event: ev.RemoteReinvite) -> bool:
+    return isinstance(reoffer_answer(s, event), Answered)
+
+
+def _offer_is_hold(s: UnifiedSession, event: ev.RemoteReinvite) -> bool:
+    return offer_is_hold(event.request.body)
+
+
+def _transfer_allowed(s: UnifiedSession, event: ev.ReferReceived) -> bool:
+    return event.allowed and event.target is not None
+
+
+def _transfer_succeeded(s: UnifiedSession, event: ev.TransferProgress) -> bool:
+    return event.status is not None and 200 <= event.status < 300
+
+
+def _transfer_failed(s: UnifiedSession, event: ev.TransferProgress) -> bool:
+    return event.status is not None and event.status >= 300
+
+
+GUARDS: dict[str, Callable[[UnifiedSession, Any], bool]] = {
+    "AnswerAcceptable": _answer_acceptable,
+    "OfferAcceptable": _offer_acceptable,
+    "HandlerAnswers": _handler_answers,
+    "AckAnswerUsable": _ack_answer_usable,
+    "RedirectAllowed": _redirect_allowed,
+    "RequestTerminated": _request_terminated,
+    "TimedOut": _timed_out,
+    "ReofferAcceptable": _reoffer_acceptable,
+    "OfferIsHold": _offer_is_hold,
+    "TransferAllowed": _transfer_allowed,
+    "TransferSucceeded": _transfer_succeeded,
+    "TransferFailedStatus": _transfer_failed,
+}
