@@ -10,16 +10,14 @@ it directly.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import secrets
-import socket
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUDP
 
-from sipd.config import SipdConfig, default_state_table_path
+from sipd.config import SipdConfig
 from sipd.errors import (
     CallCancelled,
     CallError,
@@ -31,18 +29,21 @@ from sipd.errors import (
 from sipd.logs import Logger
 from sipd.metrics import Metrics
 from sipd.session import events as ev
-from sipd.session.actions import ACTIONS
+from sipd.session.addressing import (
+    local_address_towards,
+    release_memory,
+    sip_uri,
+    target_uri,
+    widen_receive_buffer,
+)
+from sipd.session.call_table import BEHAVIOUR, load_call_table
 from sipd.session.channels import MediaChannel, SignallingChannel
 from sipd.session.dialog_adapter import CallLeg, DialogAdapter
-from sipd.session.failures import ERROR_TYPES
-from sipd.session.guards import GUARDS
+from sipd.session.handler_bridge import HandlerBridge
 from sipd.session.interceptor import (
-    Accept,
     AcceptAllHandler,
-    Custom,
     InviteDetails,
     ISignalingHandler,
-    Reject,
     SignalingInterceptor,
 )
 from sipd.session.machine import MachineFactory
@@ -50,69 +51,21 @@ from sipd.session.media_adapter import MediaAdapter
 from sipd.session.registrar import Registrar
 from sipd.session.registration import Registration
 from sipd.session.registry import SessionRegistry
-from sipd.session.session import Behaviour, UnifiedSession
-from sipd.session.state_table import CallRules, Role, StateTable, load_state_table
+from sipd.session.session import UnifiedSession
+from sipd.session.state_table import Role
 from sipd.session.store import SessionStore
-from sipd.session.views import ResponseView
 from sipd.sip.address import NameAddr
 from sipd.sip.auth import DigestClient
 from sipd.sip.message import Request
 from sipd.sip.transaction import TimerConfig, TransactionLayer
 from sipd.sip.uri import Uri, parse_uri
 from sipd.transport.udp import SipDatagramProtocol
-from sipd.types import CallState
 
 __all__ = ["UnifiedCoordinator"]
 
 _log = Logger()
-_TABLE_CACHE: dict[str, StateTable] = {}
 #: Bytes of kernel receive buffer asked for on the SIP socket (see _widen_receive_buffer).
 _SIP_RECEIVE_BUFFER = 4 * 1024 * 1024
-
-
-#: The behaviour every session runs: the table's guard and action names, implemented.
-BEHAVIOUR = Behaviour(guards=GUARDS, actions=ACTIONS)
-
-_TIMERS = "timers belong to states now: give each state that waits a"
-#: What tables written for older sipd versions name, and what replaced it.
-RETIRED = {
-    "StartRingTimer": f"{_TIMERS} 'timer: {{event: RingTimeout, delay: ring_timeout}}' column",
-    "StopRingTimer": f"{_TIMERS} 'timer:' column; leaving the state cancels it",
-    "ScheduleGlareRetry": f"{_TIMERS} 'timer: {{event: GlareRetry, delay: glare}}' column "
-    "(a state such as HoldGlare that waits to retry)",
-    "SetHangupPending": "a hang-up while answering is a state: route HangUp in Answering to "
-    "one (HangingUpAnswered) whose AckReceived row sends BYE",
-    "HangupPending": "a hang-up while answering is a state (HangingUpAnswered), not a guard",
-    "ReinviteInProgress": "our re-INVITE is in progress in Holding/Resuming; the glare wait "
-    "is its own state (HoldGlare/ResumeGlare)",
-    "PendingCancelled": "a CANCEL before any session exists is handled by the interceptor",
-}
-
-#: What a table meant for calls must provide (checked when it is loaded).
-CALL_RULES = CallRules(
-    call_states=tuple(member.name for member in CallState),
-    operations=("accept", "reject", "hangup", "hold", "resume", "transfer"),
-    delays=("ring_timeout", "glare"),
-    error_types=tuple(ERROR_TYPES),
-    event_fields={
-        name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in ev.EVENT_TYPES.items()
-    },
-    retired=RETIRED,
-)
-
-
-def _load_table(path: str | None) -> StateTable:
-    key = path or str(default_state_table_path())
-    table = _TABLE_CACHE.get(key)
-    if table is None:
-        table = load_state_table(
-            key,
-            implemented_guards=set(GUARDS),
-            implemented_actions=set(ACTIONS),
-            rules=CALL_RULES,
-        )
-        _TABLE_CACHE[key] = table
-    return table
 
 
 class UnifiedCoordinator:
@@ -134,7 +87,7 @@ class UnifiedCoordinator:
         self.clock: IReactorTime = reactor
         self.config = config
         self.metrics = metrics or Metrics()
-        self.table = _load_table(config.state_table_path)
+        self.table = load_call_table(config.state_table_path)
         self._factories = {
             role: MachineFactory(self.table, role, now=self.clock.seconds, clock=self.clock)
             for role in Role
@@ -161,10 +114,11 @@ class UnifiedCoordinator:
         self.on_transfer: list[Callable[[UnifiedSession, UnifiedSession], None]] = []
         self.closed = False
         self._services = _Services(self)
+        self._handler = HandlerBridge(self.interceptor)
         self.registrations: list[Registration] = []
         self._released_at = self.clock.seconds()
-        self.outbound_proxy: Uri | None = _sip_uri(config.outbound_proxy)
-        self.registrar: Uri | None = _sip_uri(config.registrar)
+        self.outbound_proxy: Uri | None = sip_uri(config.outbound_proxy)
+        self.registrar: Uri | None = sip_uri(config.registrar)
         if config.password:
             self.dialogs.auth = DigestClient(config.username or config.name, config.password)
 
@@ -195,7 +149,7 @@ class UnifiedCoordinator:
             raise ConfigError(
                 f"cannot listen for SIP on {self.config.host}:{self.config.port}: {exc}"
             ) from exc
-        _widen_receive_buffer(self._port)
+        widen_receive_buffer(self._port)
         port: int = self._port.getHost().port  # type: ignore[attr-defined]
         timers = TimerConfig(t1=self.config.t1, t2=self.config.t2, t4=self.config.t4)
         self.layer = TransactionLayer(self.clock, self.transport.send, self.dialogs, timers)
@@ -223,12 +177,12 @@ class UnifiedCoordinator:
         """
         config = self.config
         try:
-            target = _sip_uri(registrar) or self.registrar
+            target = sip_uri(registrar) or self.registrar
             if target is None:
                 raise ConfigError("register() needs a registrar URI (or the registrar setting)")
             user = username or config.username or config.name
             secret = password if password is not None else config.password
-            aor_uri = _sip_uri(aor) if aor else Uri(scheme="sip", host=target.host, user=user)
+            aor_uri = sip_uri(aor) if aor else Uri(scheme="sip", host=target.host, user=user)
             assert aor_uri is not None
         except Exception:
             return defer.fail()
@@ -259,12 +213,8 @@ class UnifiedCoordinator:
         config = self.config
         if config.advertised_host or config.host not in ("0.0.0.0", "", "::"):
             return
-        family = socket.AF_INET6 if ":" in towards else socket.AF_INET
-        try:
-            with socket.socket(family, socket.SOCK_DGRAM) as probe:
-                probe.connect((towards.strip("[]"), 9))
-                local = probe.getsockname()[0]
-        except OSError:
+        local = local_address_towards(towards)
+        if local is None:
             return
         config.advertised_host = local
         _log.info("reachable at {host} (route towards {towards})", host=local, towards=towards)
@@ -315,19 +265,7 @@ class UnifiedCoordinator:
         Accepts a full URI, ``user@host[:port]``, or a plain number or name,
         which becomes a user at the registrar's domain.
         """
-        text = target.strip().strip("<>")
-        if ":" not in text.split("@")[0]:
-            if "@" not in text:
-                if self.registrar is None:
-                    raise CallStateError(
-                        f"cannot call {target!r}: a plain number needs a registrar "
-                        "(or give a full URI such as sip:bob@127.0.0.1:5061)"
-                    )
-                registrar = self.registrar
-                port = f":{registrar.port}" if registrar.port is not None else ""
-                text = f"{text}@{registrar.host}{port}"
-            text = f"sip:{text}"
-        return parse_uri(text, require_supported=False)
+        return target_uri(target, self.registrar)
 
     def sessions(self) -> list[UnifiedSession]:
         """Every live session."""
@@ -505,70 +443,7 @@ class UnifiedCoordinator:
         session = self.store.get(session_id) if session_id is not None else None
         if session is None:
             return False
-        if isinstance(event, ev.ReferReceived) and event.target is not None:
-            event = dataclasses.replace(event, allowed=self._transfer_allowed(session, event))
-        elif session.role is Role.UAC and isinstance(
-            event, ev.Provisional | ev.Answered | ev.Rejected
-        ):
-            event = self._consult_handler(session, leg, event)
-        return session.post(event)
-
-    def _transfer_allowed(self, session: UnifiedSession, event: ev.ReferReceived) -> bool:
-        """Ask the handler's optional ``on_transfer_request(session, target)``."""
-        decide = getattr(self.interceptor.handler, "on_transfer_request", None)
-        if decide is None:
-            return True
-        try:
-            decision = decide(session, event.target)
-        except Exception:
-            _log.failure("handler.on_transfer_request failed", call_id=session.call_id)
-            return False
-        return decision is True or isinstance(decision, Accept)
-
-    def _consult_handler(
-        self,
-        session: UnifiedSession,
-        leg: CallLeg,
-        event: ev.Provisional | ev.Answered | ev.Rejected,
-    ) -> ev.CallEvent:
-        """Show the handler the response; a Reject of a 2xx refuses the answer."""
-        response = event.response
-        if response is None:
-            return event
-        try:
-            result = self.interceptor.handler.on_response(leg.key, ResponseView.of(response))
-        except Exception:
-            _log.failure(
-                "handler.on_response failed for {dialog}", dialog=leg.key, call_id=leg.call_id
-            )
-            return event
-        if isinstance(result, defer.Deferred):
-            # Decided later: the answer goes through now, a refusal follows.
-            result.addCallback(self._late_response_decision, session, event)
-            result.addErrback(
-                lambda f: _log.failure(
-                    "handler.on_response failed for {dialog}",
-                    f,
-                    dialog=leg.key,
-                    call_id=leg.call_id,
-                )
-            )
-            return event
-        return self._response_decision(result, event)
-
-    def _response_decision(self, decision: object, event: ev.CallEvent) -> ev.CallEvent:
-        if isinstance(decision, Reject) and isinstance(event, ev.Answered):
-            return ev.AnswerRefused(decision.code, decision.reason or "")
-        if isinstance(decision, Custom):
-            decision.action(None)  # type: ignore[arg-type]
-        return event
-
-    def _late_response_decision(
-        self, decision: object, session: UnifiedSession, event: ev.CallEvent
-    ) -> None:
-        refused = self._response_decision(decision, event)
-        if refused is not event:
-            session.post(refused)
+        return session.post(self._handler.before(session, leg.key, event))
 
     # -- InviteResponder -------------------------------------------------------------------
     def accept_invite(self, invite: InviteDetails, *, offer: bool) -> UnifiedSession:
@@ -687,20 +562,6 @@ class _Services:
         self._ua.session_ended(session)
 
 
-def _widen_receive_buffer(port: object) -> None:
-    """Ask for a large socket receive buffer on the SIP port.
-
-    The default (about 200 KB on Linux) holds a fraction of a second of
-    signalling at a few hundred calls per second; a garbage-collection pause
-    then overflows it and the kernel drops ACKs and BYEs. The kernel caps
-    the value at ``net.core.rmem_max``; failure to set it is harmless.
-    """
-    sock = getattr(port, "socket", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SIP_RECEIVE_BUFFER)
-
-
 def _outcome(session: UnifiedSession) -> str:
     failure = session.failure
     if failure is None:
@@ -713,28 +574,3 @@ def _outcome(session: UnifiedSession) -> str:
     if isinstance(failure, CallTimeout):
         return "timeout"
     return "failed"
-
-
-def _sip_uri(text: str | None) -> Uri | None:
-    if not text:
-        return None
-    text = text.strip().strip("<>")
-    if ":" not in text.split("@")[0]:
-        text = f"sip:{text}"
-    return parse_uri(text, require_supported=False)
-
-
-def release_memory() -> None:
-    """Collect garbage and ask glibc to return free heap pages (no-op elsewhere)."""
-    import ctypes
-    import gc
-
-    from sipd.sip import message, uri
-
-    # The parse caches were filled during the burst; their entries pin
-    # allocator arenas that could otherwise go back to the OS.
-    uri.clear_cache()
-    message.clear_cache()
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
