@@ -1,9 +1,11 @@
 """The documentation stays true to the code it describes.
 
 The state-table diagrams are regenerated from the shipped table and compared
-with the committed ones; every Python block of the README must compile; every
-name the package exports must be documented in docs/api.md; and every
-relative link in the Markdown files must point at a file that exists.
+with the committed ones; docs/state-table.md lists exactly the shipped table's
+states, events, guards and actions, and its example tables load; every Python
+block of the README must compile; every name the package exports must be
+documented in docs/api.md; and every relative link in the Markdown files must
+point at a file that exists.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from types import ModuleType
 import pytest
 
 import sipd
+from sipd.session.call_table import load_call_table
 from sipd.session.state_table import Role
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +90,33 @@ def test_a_missing_diagram_marker_is_an_error() -> None:
     only_uac = "<!-- BEGIN generated: UAC -->\n<!-- END generated: UAC -->\n"
     with pytest.raises(ValueError, match="UAS"):
         gen.expected_markdown(gen.default_table(), only_uac)
+
+
+def _documented_names(text: str, heading: str) -> list[str]:
+    """The first-column names of the table under ``### heading`` of the default table."""
+    section = text.split("## The default table", 1)[1]
+    body = section.split(f"### {heading}\n", 1)[1].split("\n#", 1)[0]
+    return re.findall(r"^\| `(\w+)` \|", body, re.MULTILINE)
+
+
+@pytest.mark.parametrize("heading", ["States", "Events", "Guards", "Actions"])
+def test_state_table_md_lists_exactly_the_shipped_names(heading: str) -> None:
+    """Each table of "The default table" names every declared name once, and nothing else."""
+    table = _generator().default_table()
+    declared = getattr(table, heading.lower())
+    documented = _documented_names((DOCS / "state-table.md").read_text(), heading)
+    assert sorted(documented) == sorted(declared)
+
+
+def test_state_table_md_example_tables_load_as_call_tables(tmp_path: Path) -> None:
+    """Every complete YAML table shown in docs/state-table.md passes the call-table checks."""
+    examples = [code for _, code in _blocks(DOCS / "state-table.md", "yaml")]
+    tables = [code for code in examples if code.startswith("version:")]
+    assert tables, "docs/state-table.md should show a complete example table"
+    for n, code in enumerate(tables):
+        path = tmp_path / f"example_{n}.yaml"
+        path.write_text(code, encoding="utf-8")
+        load_call_table(str(path))
 
 
 def test_readme_python_blocks_compile() -> None:
