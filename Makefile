@@ -26,15 +26,27 @@ $(STAMP): $(PY) setup.py
 
 venv: $(STAMP)
 
+# apt waits (up to 10 minutes) for the dpkg lock instead of failing at once
+# when something else holds it, e.g. unattended upgrades on a fresh machine.
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
+
 # Installs the Debian packages only when one is missing, so a warm machine
-# does not touch apt at all.
+# does not touch apt at all. DPkg::Lock::Timeout does not cover the package
+# lists' lock that `apt-get update` takes, so update is retried while that
+# lock is busy (10 minutes at most); any other failure stops at once.
 sysdeps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  tries=0; until out=$$($(APT_GET) update -qq 2>&1); do \
+	    case "$$out" in *"Could not get lock"*) ;; *) echo "$$out" >&2; exit 1;; esac; \
+	    tries=$$((tries + 1)); [ $$tries -lt 120 ] || { echo "$$out" >&2; exit 1; }; \
+	    [ $$tries -gt 1 ] || echo "apt is busy (another apt or dpkg runs); waiting for its lock"; \
+	    sleep 5; \
+	  done; \
+	  $(APT_GET) install -y -qq $$missing; \
 	fi
 
 lint: venv
@@ -49,7 +61,7 @@ pytest: venv sysdeps
 
 test: lint typecheck pytest
 
-# Bob (port 5061) answers, Alice (5060) calls him for ~3 s and hangs up; both
+# Bob (port 5061) answers, Alice (any free port) calls him for ~3 s and hangs up; both
 # print the states their call went through. ALICE_PORT / BOB_PORT /
 # CALL_SECONDS override the defaults.
 demo: venv
@@ -61,6 +73,7 @@ bench: venv sysdeps
 	$(PY) bench/codec.py
 	$(PY) bench/media.py
 	bash bench/cps.sh
+	$(PY) bench/fuzz.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis output

@@ -7,7 +7,12 @@ the state machine and session bookkeeping.
 
 Usage::
 
-    .venv/bin/python bench/accept_peer.py [--port 0] [--host 127.0.0.1]
+    .venv/bin/python bench/accept_peer.py [--port 0] [--host 127.0.0.1] [--set KEY=VALUE]...
+
+``--set`` changes one :class:`~sipd.config.SipdConfig` field (the value is
+read as YAML: ``--set overload_control=false``, ``--set overload_max_lag=0.05``).
+The per-source INVITE limit is off unless set: every call of sipp comes from
+one address, and the benchmarks measure the whole service.
 
 It prints ``PID <pid>`` and ``PORT <port>`` on stdout as soon as it listens
 (the script measures CPU and RSS through ``/proc/<pid>`` and stops the
@@ -32,7 +37,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    import yaml
+
+    settings: dict[str, Any] = {"overload_source_rate": 0}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        settings[key.strip()] = yaml.safe_load(value)
 
     from twisted.internet import reactor
     from twisted.logger import (
@@ -58,6 +70,7 @@ def main() -> int:
         silence_when_idle=False,
         media_port_min=20000,
         media_port_max=60000,
+        **settings,
     )
     coordinator = UnifiedCoordinator(config, reactor=reactor)
     coordinator.start()

@@ -84,6 +84,32 @@ class SipdConfig:
     silence_when_idle: bool = True
     #: Seconds between RTCP reports of a call (RFC 3550 §6.2 suggests 5 s).
     rtcp_interval: float = 5.0
+    #: RFC 4028 session interval to ask for and to grant, in seconds (0: no
+    #: session timer of our own; a peer's request is still honoured).
+    session_expires: int = 1800
+    #: The smallest session interval we accept (Min-SE). RFC 4028 says at
+    #: least 90 on the wire; smaller values are only for tests and labs.
+    min_se: int = 90
+    #: End an answered call whose peer sent no RTP and no RTCP for this many
+    #: seconds while we expect media (not on hold); 0 turns it off.
+    media_timeout: float = 60.0
+    #: Overload control (RFC 3261 §21.5.4): new INVITEs get 503 with
+    #: Retry-After while the service falls behind; requests inside dialogs,
+    #: ACK, BYE and CANCEL are always served. See sipd/session/overload.py.
+    overload_control: bool = True
+    #: Refuse new INVITEs while the event loop runs this late (seconds).
+    overload_max_lag: float = 0.1
+    #: ... or while this many bytes of datagrams wait unread (Linux; 0: off).
+    overload_max_backlog: int = 131072
+    #: Refuse new INVITEs while this many incoming INVITEs await a final answer.
+    overload_max_pending: int = 2000
+    #: New INVITEs admitted per second, all sources together (0: no limit).
+    overload_max_invite_rate: float = 0.0
+    #: New INVITEs admitted per second from one source IP, and the burst allowed.
+    overload_source_rate: float = 50.0
+    overload_source_burst: int = 100
+    #: Seconds a refused caller is told to wait (Retry-After of the 503).
+    overload_retry_after: int = 5
 
     def __post_init__(self) -> None:
         self.validate()
@@ -124,8 +150,33 @@ class SipdConfig:
             raise ConfigError(f"follow_redirects: {self.follow_redirects!r} must be 0-20 hops")
         if not isinstance(self.register_expires, int) or self.register_expires < 1:
             raise ConfigError(f"register_expires: {self.register_expires!r} must be >= 1 second")
+        if not isinstance(self.min_se, int) or self.min_se < 1:
+            raise ConfigError(f"min_se: {self.min_se!r} must be a positive number of seconds")
+        expires = self.session_expires
+        if not isinstance(expires, int) or (expires != 0 and expires < self.min_se):
+            raise ConfigError(
+                f"session_expires: {expires!r} must be 0 (off) or at least min_se ({self.min_se})"
+            )
+        if not isinstance(self.media_timeout, int | float) or self.media_timeout < 0:
+            raise ConfigError(f"media_timeout: {self.media_timeout!r} must be >= 0 seconds")
+        self._validate_overload()
         if not 300 <= self.defer_status <= 699:
             raise ConfigError(f"defer_status: {self.defer_status} must be a final status 300-699")
+
+    def _validate_overload(self) -> None:
+        for key in ("overload_max_lag", "overload_max_invite_rate", "overload_source_rate"):
+            value = getattr(self, key)
+            if not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"{key}: {value!r} must be a number >= 0 (0 turns it off)")
+        for key in (
+            "overload_max_backlog",
+            "overload_max_pending",
+            "overload_source_burst",
+            "overload_retry_after",
+        ):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{key}: {value!r} must be a whole number >= 0")
 
     @property
     def contact_host(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from typing import Any
 
 from twisted.application import service
@@ -45,7 +46,9 @@ class Options(usage.Options):
         try:
             self["daemon_config"] = self._build()
         except ConfigError as exc:
-            raise usage.UsageError(str(exc)) from None
+            # Not a UsageError: twistd would print its whole usage text first.
+            # The message alone (file:line: key: what is wrong), exit status 1.
+            raise SystemExit(str(exc)) from None
 
     def _build(self) -> DaemonConfig:
         cfg = load_config(self["config"]) if self["config"] else DaemonConfig()
@@ -134,9 +137,43 @@ class _GracefulTerm(service.Service):
         signal.signal(signal.SIGTERM, lambda signum, frame: reactor.callFromThread(stop))
 
 
+def _check_free(kind: str, host: str, port: int) -> None:
+    """Exit with one line if ``host:port`` cannot be bound (in use, not ours, no right).
+
+    twistd binds in ``startService``, where a failure is a long traceback in
+    the log; trying the address here, before twistd starts logging, turns
+    the common case (another sipd, a softphone or Asterisk on 5060) into a
+    plain message. A port taken between this check and the real bind still
+    fails there, as before.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    udp = kind == "SIP"
+    with socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as probe:
+        if not udp:
+            # As Twisted's listenTCP does, so a port in TIME_WAIT is not "in use".
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+            if not udp:
+                probe.listen(1)
+        except OSError as exc:
+            where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+            option = "--listen or sip.listen" if udp else "--http or http.listen"
+            why = (exc.strerror or str(exc)).lower()
+            raise SystemExit(
+                f"twistd sipd: cannot listen for {kind} on {where}: {why} (choose another "
+                f"address with {option})"
+            ) from None
+
+
 def makeService(options: Options) -> service.MultiService:
     """The SIP service (which also serves /status and /metrics unless HTTP is off)."""
     cfg: DaemonConfig = options["daemon_config"]
+    _check_free("SIP", cfg.sip.host, cfg.sip.port)
+    if cfg.http_host is not None:
+        _check_free("HTTP", cfg.http_host, cfg.http_port)
     top = service.MultiService()
     try:
         sipd_service = SipdService(cfg)

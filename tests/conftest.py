@@ -15,15 +15,21 @@ after themselves and check that the code under test did too:
   watches it without blocking the reactor, and kills it by PID at the end.
 * ``nft_loss`` drops a share of the datagrams arriving at given UDP ports
   with an nftables table of its own, deleted again even when the test fails.
+* ``PortHolder`` binds UDP ports in another process (the busy RTP ports of
+  another program). With ``SIPD_TEST_BUSY_PORTS=1`` one holds 16384-16414
+  and a scattering of the default RTP range for the whole run: the suite
+  must pass so, since peers skip ports the OS refuses.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +47,11 @@ __all__ = [
     "SIPP",
     "NftLoss",
     "PeerFactory",
+    "PortHolder",
     "RawUA",
     "SippRun",
     "eventually",
+    "free_port_range",
     "free_udp_port",
     "get_reactor",
     "settle",
@@ -107,6 +115,80 @@ def free_udp_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+# -- ports held by another program -----------------------------------------------------------
+_HOLDER = """
+import socket, sys
+held = []
+for i, port in enumerate(int(p) for p in sys.argv[1:]):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind(("0.0.0.0" if i % 2 else "127.0.0.1", port))
+    except OSError:
+        s.close()
+        continue
+    held.append(s)
+print("HELD", " ".join(str(s.getsockname()[1]) for s in held), flush=True)
+sys.stdin.read()  # until the test closes our stdin (or kills us by PID)
+"""
+
+
+class PortHolder:
+    """Another process that binds UDP ``ports`` (those it can) until :meth:`close`."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, *map(str, ports)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode().split()
+        assert line[:1] == ["HELD"], f"port holder failed: {line}"
+        self.held = [int(p) for p in line[1:]]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+#: What SIPD_TEST_BUSY_PORTS=1 holds: the bottom of the default RTP range and
+#: every 50th port above it.
+BUSY_DEFAULT_PORTS = [*range(16384, 16415), *range(16450, 32768, 50)]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _busy_default_rtp_ports() -> Iterator[None]:
+    """With SIPD_TEST_BUSY_PORTS=1, another process holds ports of the default RTP range."""
+    if os.environ.get("SIPD_TEST_BUSY_PORTS") != "1":
+        yield
+        return
+    holder = PortHolder(BUSY_DEFAULT_PORTS)
+    try:
+        yield
+    finally:
+        holder.close()
+
+
+def free_port_range(size: int, host: str = "127.0.0.1") -> int:
+    """An even port with ``size`` UDP ports from it all free on ``host`` a moment ago."""
+    for _ in range(100):
+        base = random.randrange(40000, 60000, 2)
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(base, base + size):
+                    s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                    s.bind((host, port))
+            except OSError:
+                continue
+            return base
+    raise AssertionError(f"no {size} consecutive free UDP ports found")
 
 
 # -- SimplePeer factory ---------------------------------------------------------------
@@ -368,12 +450,13 @@ class SippFactory:
                 "(apt-get install sip-tester) to run the sipp interop tests"
             )
         port = free_udp_port()
-        workdir = self.tmp_path / f"sipp-{len(self.runs)}-{scenario}"
+        workdir = self.tmp_path / f"sipp-{len(self.runs)}-{Path(scenario).stem}"
         workdir.mkdir()
+        # A path to an XML file is a scenario of ours (-sf); a word is built in (-sn).
+        which = ["-sf", scenario] if scenario.endswith(".xml") else ["-sn", scenario]
         args = [
             SIPP,
-            "-sn",
-            scenario,
+            *which,
             "-i",
             "127.0.0.1",
             "-p",

@@ -10,7 +10,8 @@ agent answers, the hold audio stops and the two calls are bridged
 and the other PCMA). When either side hangs up, the bridge hangs up the
 other and the agent is free for the next customer. If the agent does not
 answer, the customer stays first in line and the agent is tried again.
-``--customers N`` exits after N customers have been served (0: never).
+``--customers N`` exits after N customers have been served (0: never). If
+answering or dispatching fails, the centre says why on stderr and exits 1.
 """
 
 from __future__ import annotations
@@ -101,12 +102,20 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
     peer = await SimplePeer.create("center", args.port)
     center = CallCenter(peer, args.agent, hold)
     print(f"call centre listening on {peer.uri}", flush=True)
-    defer.ensureDeferred(center.take_customers()).addErrback(lambda f: None)
-    defer.ensureDeferred(center.dispatch()).addErrback(lambda f: None)
-    while args.customers == 0 or center.served < args.customers:
+    errors: list[str] = []
+
+    def broke(failure: Any, what: str) -> None:
+        errors.append(f"call centre: {what} stopped: {failure.getErrorMessage()}")
+
+    defer.ensureDeferred(center.take_customers()).addErrback(broke, "answering customers")
+    defer.ensureDeferred(center.dispatch()).addErrback(broke, "calling agents")
+    while not errors and (args.customers == 0 or center.served < args.customers):
         await task.deferLater(reactor, 0.1, lambda: None)
     await task.deferLater(reactor, 0.3, lambda: None)  # let the last BYEs complete
+    failed = list(errors)  # closing the peer ends the loops too: that is no error
     await peer.close()
+    if failed:
+        raise SystemExit("\n".join(failed))
 
 
 if __name__ == "__main__":

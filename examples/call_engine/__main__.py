@@ -18,16 +18,19 @@ a routing table (``--route NUMBER=ACTION``, number = the Request-URI's user):
     agent). If the agent does not answer, the caller gets the agent's status.
 
 Anything else gets 404. ``--calls N`` exits once N calls have been routed and
-have ended (default: run until interrupted).
+have ended (default: run until interrupted); if any of them failed, each
+failure is printed on stderr and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer, task
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipd import (
@@ -121,12 +124,20 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
     engine = CallEngine({n: (k, a) for n, k, a in routes}, args.queue_delay)
     config = SipdConfig(name="engine", port=args.port, defer_timeout=60)
     coordinator = await UnifiedCoordinator.create(config, engine)
+    # Ctrl-C or SIGTERM: hang every call up (BYE) before the reactor stops.
+    # (A SimplePeer does this by itself; a bare coordinator is asked to.)
+    reactor.addSystemEventTrigger("before", "shutdown", coordinator.close)
     engine.coordinator = coordinator
     print(f"call engine listening on {coordinator.uri}", flush=True)
     while args.calls == 0 or len(engine.calls) < args.calls:
         await task.deferLater(reactor, 0.1, lambda: None)
-    await defer.DeferredList(engine.calls, consumeErrors=True)
+    results = await defer.DeferredList(engine.calls, consumeErrors=True)
     await coordinator.close()
+    failures = [cast(Failure, result) for ok, result in results if not ok]
+    for failure in failures:
+        print(f"call engine: a call failed: {failure.getErrorMessage()}", file=sys.stderr)
+    if failures:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Alice: call Bob, send a 440 Hz tone for a few seconds while recording him, hang up.
 
-Run by ``make demo`` (see run.py); ALICE_PORT (5060), BOB_PORT (5061),
+Run by ``make demo`` (see run.py); ALICE_PORT (0: any free port, so the demo
+never collides with a daemon or softphone on 5060), BOB_PORT (5061),
 CALL_SECONDS (3) and DEMO_OUTPUT (output/) override the defaults.
 """
 
@@ -16,7 +17,7 @@ OUTPUT = os.environ.get("DEMO_OUTPUT", "output")
 
 
 async def main(reactor):
-    alice = await SimplePeer.create("alice", int(os.environ.get("ALICE_PORT", "5060")))
+    alice = await SimplePeer.create("alice", int(os.environ.get("ALICE_PORT", "0")))
     call = await alice.call(f"sip:bob@127.0.0.1:{os.environ.get('BOB_PORT', '5061')}")
     await call.wait_for_answer()
     recording = call.record_wav(f"{OUTPUT}/demo_alice.wav")

@@ -1,7 +1,7 @@
 """Run the two-process demo: start Bob, wait until he listens, run Alice.
 
 Exits non-zero if either side fails or takes too long. Ports come from
-ALICE_PORT (5060) and BOB_PORT (5061); CALL_SECONDS (3) sets the call length.
+ALICE_PORT (0: any free port) and BOB_PORT (5061); CALL_SECONDS (3) sets the call length.
 """
 
 from __future__ import annotations

@@ -35,5 +35,5 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    arguments = options(__doc__ or "", port=5060, media="20000-20099", calls_peer=True)
+    arguments = options(__doc__ or "", port=0, media="20000-20099", calls_peer=True)
     task.react(lambda reactor: defer.ensureDeferred(main(reactor, arguments)))

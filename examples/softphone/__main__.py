@@ -27,7 +27,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from sipd import Call, SimplePeer
+from sipd import Call, SimplePeer, SipdError
 from sipd.media.frame import split_frames
 from sipd.media.tones import tone
 from sipd.media.wav import WavWriter, read_wav
@@ -80,7 +80,10 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
     async def answer_calls() -> None:
         # In the background: answer the next --answer incoming calls.
         for n in range(1, args.answer + 1):
-            incoming = await phone.wait_for_incoming()
+            try:
+                incoming = await phone.wait_for_incoming()
+            except SipdError:
+                return  # Ctrl-C or SIGTERM closed the phone: no more calls
             print(f"incoming call from {incoming.caller}", flush=True)
             call = await incoming.accept()
             path = args.speaker.with_name(f"{args.speaker.stem}-in{n}.wav")

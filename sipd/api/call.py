@@ -12,6 +12,7 @@ from sipd.api.types import CallDirection, CallId, CallState
 from sipd.errors import CallError
 from sipd.media.frame import AudioFrame
 from sipd.session.session import UnifiedSession
+from sipd.sip.body import sdp_body
 from sipd.sip.headers import Headers
 from sipd.sip.message import Request
 
@@ -236,8 +237,8 @@ class IncomingCall:
 
     @property
     def sdp(self) -> str | None:
-        """The SDP offer as text, if any."""
-        body = self._invite.body
+        """The SDP offer as text, if any (alone or as a part of ``multipart/mixed``)."""
+        body = sdp_body(self._invite)
         return body.decode("utf-8", "replace") if body else None
 
     @property

@@ -39,6 +39,12 @@ class SimplePeer:
         coordinator.on_incoming = self._offered
         coordinator.on_session_end.append(self._ended)
         coordinator.on_transfer.append(self._transferred)
+        # SIGINT/SIGTERM stop the reactor; before it stops, hang up (BYE) and
+        # finalise recordings. The reactor waits for the Deferred close returns.
+        self._shutdown_trigger: Any = None
+        add_trigger = getattr(coordinator.reactor, "addSystemEventTrigger", None)
+        if add_trigger is not None:
+            self._shutdown_trigger = add_trigger("before", "shutdown", self._reactor_stopping)
 
     def __repr__(self) -> str:
         return f"<SimplePeer {self.uri}>"
@@ -164,12 +170,24 @@ class SimplePeer:
         return [c for c in self._calls.values() if not c.session.is_ended]
 
     def close(self) -> defer.Deferred[None]:
-        """Hang up every call and unbind; fires when done."""
+        """Hang up every call and unbind; fires when done.
+
+        The reactor's shutdown (SIGINT, SIGTERM, ``reactor.stop()``) calls
+        this for every peer not yet closed and waits for it (a few seconds
+        at most), so calls end with BYE and recordings are valid WAV files.
+        """
+        trigger, self._shutdown_trigger = self._shutdown_trigger, None
+        if trigger is not None:
+            self.coordinator.reactor.removeSystemEventTrigger(trigger)
         for d in self._waiters:
             d.errback(SipdError(f"peer {self.uri} was closed"))
         self._waiters.clear()
         self._incoming.clear()
         return self.coordinator.close()
+
+    def _reactor_stopping(self) -> defer.Deferred[None]:
+        self._shutdown_trigger = None  # fired: nothing to remove any more
+        return self.close()
 
     # -- coordinator callbacks -----------------------------------------------------------------
     def _offered(self, session: UnifiedSession) -> None:

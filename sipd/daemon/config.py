@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,15 +160,84 @@ def _ha1(c: _Checker, node: Node, key: str) -> str:
     return value
 
 
+#: A ``key:`` at the start of a line (after its indentation and any ``- ``).
+_KEY_LINE = re.compile(r"^\s*(?:-\s+)?([^\s#:'\"\[\]{}][^:#]*?)\s*:(?:\s|$)")
+#: Openings the parser reports only where it notices they were never closed.
+_UNCLOSED = {
+    "while parsing a flow sequence": "a '[' list that is never closed with ']'",
+    "while parsing a flow mapping": "a '{' mapping that is never closed with '}'",
+    "while scanning a quoted scalar": "a quoted string that is never closed",
+}
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _key_path(lines: list[str], index: int) -> str:
+    """The dotted key of ``lines[index]`` (``sip.name``), from the indentation above it."""
+    parts: list[str] = []
+    match = _KEY_LINE.match(lines[index])
+    if match:
+        parts.append(match.group(1))
+    elif lines[index].strip() and not lines[index].lstrip().startswith(("-", "#")):
+        # A key without its ':' (``listen 127.0.0.1``): its first word.
+        parts.append(lines[index].split()[0])
+    indent = _indent(lines[index])
+    for line in reversed(lines[:index]):
+        if indent == 0:
+            break
+        if not line.strip() or line.lstrip().startswith("#") or _indent(line) >= indent:
+            continue
+        indent = _indent(line)
+        match = _KEY_LINE.match(line)
+        if match:
+            parts.append(match.group(1))
+    return ".".join(reversed([p for p in parts if p]))
+
+
+def _syntax_error(exc: yaml.YAMLError, text: str, source: str) -> ConfigError:
+    """One line for a YAML syntax error: the line the mistake is on, and its key.
+
+    The parser reports where it noticed the problem, often a line later than
+    the mistake: an unclosed ``[``, ``{`` or quote is pointed at where it
+    opened, and a key missing its ``:`` (which YAML reads as a value going
+    on over the next lines) at that key's line.
+    """
+    problem = str(getattr(exc, "problem", None) or exc).strip()
+    mark = getattr(exc, "problem_mark", None)
+    context = str(getattr(exc, "context", None) or "")
+    context_mark = getattr(exc, "context_mark", None)
+    if context in _UNCLOSED and context_mark is not None:
+        mark, problem = context_mark, f"{_UNCLOSED[context]} ({problem})"
+    lines = text.splitlines()
+    if mark is None or not lines:
+        return ConfigError(f"{source}: not valid YAML: {problem}")
+    index = min(mark.line, len(lines) - 1)
+    while index > 0 and not lines[index].strip():
+        index -= 1  # the end of the file: the last line with something on it
+    if problem == "mapping values are not allowed here":
+        start = index
+        while start > 0:
+            above = lines[start - 1]
+            plain = above.strip() and not above.lstrip().startswith(("#", "-"))
+            if not plain or _indent(above) != _indent(lines[index]) or _KEY_LINE.match(above):
+                break
+            start -= 1
+        if start != index:
+            index = start
+            problem = f"{lines[index].strip()!r} is not a 'key: value' line (missing ':'?)"
+    key = _key_path(lines, index)
+    where = f"{source}:{index + 1}: {key}: " if key else f"{source}:{index + 1}: "
+    return ConfigError(f"{where}not valid YAML: {problem}")
+
+
 def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
     """Parse and check a config document; raise :class:`ConfigError` naming the line."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"{mark.line + 1}" if mark is not None else "?"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{source}:{line}: not valid YAML: {problem}") from None
+        raise _syntax_error(exc, text, source) from None
     cfg = DaemonConfig(source=source)
     if root is None:
         return cfg
@@ -185,6 +255,7 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
             "shutdown",
             "registrar",
             "log",
+            "overload",
         },
     )
     sip: dict[str, Any] = {}
@@ -242,6 +313,8 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
             "ring_timeout": put("ring_timeout", "float"),
             "defer_timeout": put("defer_timeout", "float"),
             "defer_status": put("defer_status", "int"),
+            "session_expires": put("session_expires", "int"),
+            "min_se": put("min_se", "int"),
         },
     )
     each(
@@ -253,6 +326,20 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
             "dtmf": put("dtmf", "bool"),
             "jitter_depth": put("jitter_depth", "int"),
             "silence_when_idle": put("silence_when_idle", "bool"),
+            "timeout": put("media_timeout", "float"),
+        },
+    )
+    each(
+        "overload",
+        {
+            "enabled": put("overload_control", "bool"),
+            "max_lag": put("overload_max_lag", "float"),
+            "max_backlog": put("overload_max_backlog", "int"),
+            "max_pending": put("overload_max_pending", "int"),
+            "max_invite_rate": put("overload_max_invite_rate", "float"),
+            "source_rate": put("overload_source_rate", "float"),
+            "source_burst": put("overload_source_burst", "int"),
+            "retry_after": put("overload_retry_after", "int"),
         },
     )
     if "state_table" in top:

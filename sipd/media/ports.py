@@ -7,13 +7,20 @@ which keeps late packets of an old call out of a new one.
 
 from __future__ import annotations
 
-from sipd.errors import SipdError
+from sipd.errors import CallError, SipdError
 
 __all__ = ["PortAllocator", "PortsExhausted"]
 
 
-class PortsExhausted(SipdError):
-    """Every RTP port pair of the configured range is in use."""
+class PortsExhausted(CallError):
+    """No RTP/RTCP port pair of the configured range could be bound.
+
+    Every pair is either carrying one of our calls or refused by the OS
+    (another program holds it). A call that needs one is refused at once:
+    an incoming INVITE gets ``503`` with ``Retry-After``, ``call()`` fails.
+    """
+
+    status = 503
 
 
 class PortAllocator:

@@ -9,7 +9,6 @@ loss and jitter statistics) testable without a reactor.
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from sipd.media.rtcp import (
 )
 from sipd.media.rtp import RtpPacket, RtpSender, is_rtcp
 from sipd.media.wav import resample
+from sipd.send_errors import SEND_ERRORS
 
 __all__ = ["Addr", "MediaStream", "StreamStats"]
 
@@ -69,6 +69,8 @@ class StreamStats:
     latched: int = 0
     dtmf_received: int = 0
     recv_queue_overflow: int = 0
+    #: RTP and RTCP packets the socket refused (an unusable address, a full buffer).
+    send_errors: int = 0
 
     def as_dict(self) -> dict[str, float | int | None]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -108,13 +110,16 @@ class MediaStream:
         self.reception: ReceptionStats | None = None
         self.remote_ssrc: int | None = None
         self.stats = StreamStats()
+        #: When the peer was last heard from (RTP or RTCP), for the media timeout.
+        self.last_heard: float | None = None
         #: Sending allowed (False while the call is on hold or inactive).
         self.sending = True
         self.receiving = True
         self.closed = False
         self._queue: deque[tuple[NDArray[np.int16], defer.Deferred[None] | None]] = deque()
         self._offset = 0
-        self._dtmf_waiters: deque[tuple[int, defer.Deferred[None]]] = deque()
+        #: (tick of the last End packets, tick of the last digit's first packet, d)
+        self._dtmf_waiters: deque[tuple[int, int, defer.Deferred[None]]] = deque()
         self._dtmf_ticks_done = 0
         self._dtmf_ticks_queued = 0
         self._paused_samples = 0
@@ -146,7 +151,13 @@ class MediaStream:
         return sum(len(s) for s, _ in self._queue) - self._offset
 
     def queue_dtmf(self, digits: str) -> defer.Deferred[None]:
-        """Queue RFC 4733 digits; fires once the last end packet is sent."""
+        """Queue RFC 4733 digits; fires once the last end packet is sent.
+
+        A receiver reports a digit on its event's first packet, so if the
+        call ends after the last digit's first packet went out (an IVR
+        hanging up on ``#``), the digits were delivered and the Deferred
+        fires normally; it fails only for digits that never started.
+        """
         if self.closed:
             return defer.fail(CallStateError("the call has ended; DTMF can no longer be sent"))
         if self.dtmf_payload_type is None:
@@ -163,8 +174,10 @@ class MediaStream:
         # Each digit takes tone + gap ticks; fire on the tick that sends the
         # last digit's End packets (its trailing gap is not waited for).
         per_digit = self.dtmf_sender.tone_ticks + self.dtmf_sender.gap_ticks
+        last_starts = self._dtmf_ticks_queued + per_digit * (len(digits) - 1) + 1
         self._dtmf_ticks_queued += per_digit * len(digits)
-        self._dtmf_waiters.append((self._dtmf_ticks_queued - self.dtmf_sender.gap_ticks, d))
+        ends = self._dtmf_ticks_queued - self.dtmf_sender.gap_ticks
+        self._dtmf_waiters.append((ends, last_starts, d))
         return d
 
     def _next_samples(self) -> NDArray[np.int16] | None:
@@ -249,14 +262,16 @@ class MediaStream:
 
     def _settle_dtmf(self) -> None:
         while self._dtmf_waiters and self._dtmf_ticks_done >= self._dtmf_waiters[0][0]:
-            self._dtmf_waiters.popleft()[1].callback(None)
+            self._dtmf_waiters.popleft()[2].callback(None)
         if not self.dtmf_sender.busy and not self._dtmf_waiters:
             self._dtmf_ticks_done = self._dtmf_ticks_queued = 0
 
     def _transmit(self, data: bytes, dest: Addr, payload_len: int) -> None:
         try:
             self._send_rtp(data, dest)
-        except OSError as exc:
+        except SEND_ERRORS as exc:
+            # Per packet, never into the media clock: counted, logged at debug.
+            self.stats.send_errors += 1
             _log.debug("RTP send to {dest} failed: {exc}", dest=dest, exc=exc)
             return
         self.stats.packets_sent += 1
@@ -291,7 +306,8 @@ class MediaStream:
         reception = self.reception
         if reception is None or reception.ssrc != ssrc:
             reception = self.reception = ReceptionStats(ssrc)
-        reception.update(sequence, timestamp, self._now())
+        now = self.last_heard = self._now()
+        reception.update(sequence, timestamp, now)
         if pt == self.payload_type:
             pass
         elif pt == self.dtmf_payload_type and pt is not None:
@@ -357,7 +373,7 @@ class MediaStream:
         except Exception:
             self.stats.dropped_malformed += 1
             return
-        now = self._now()
+        now = self.last_heard = self._now()
         for packet in packets:
             if isinstance(packet, SenderReport):
                 if self.reception is not None and packet.ssrc == self.reception.ssrc:
@@ -406,8 +422,10 @@ class MediaStream:
         packets.append(SourceDescription.cname_for(self.sender.ssrc, self.cname))
         if bye:
             packets.append(Bye(sources=(self.sender.ssrc,)))
-        with contextlib.suppress(OSError):
+        try:
             self._send_rtcp(build_compound(packets), dest)
+        except SEND_ERRORS:
+            self.stats.send_errors += 1
 
     def current_stats(self) -> StreamStats:
         """Statistics now (loss and jitter from the live reception state)."""
@@ -432,6 +450,10 @@ class MediaStream:
             if d is not None and not d.called:
                 d.errback(error)
         while self._dtmf_waiters:
-            _, d = self._dtmf_waiters.popleft()
-            if not d.called:
+            _, starts, d = self._dtmf_waiters.popleft()
+            if d.called:
+                continue
+            if self._dtmf_ticks_done >= starts:
+                d.callback(None)  # every digit started: the peer has them
+            else:
                 d.errback(CallStateError("the call ended before the DTMF digits were sent"))

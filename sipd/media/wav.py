@@ -4,7 +4,10 @@ Why a RIFF reader of our own: the stdlib ``wave`` module reads only integer
 PCM, while prompts and recordings users hand us are often 44.1/48 kHz,
 stereo, float or WAVE_FORMAT_EXTENSIBLE. Parsing the two chunks we need
 (``fmt `` and ``data``) is short and lets every failure name the file and the
-problem. Writing is plain 16-bit PCM, so the stdlib ``wave`` writer is used.
+problem. Writing is plain 16-bit PCM with a 44-byte header we keep
+patched, so the file on disk is valid after every write (the stdlib writer
+leaves an empty file until the first frame and complains from ``__del__``
+when it is collected after its file at interpreter exit).
 
 Resampling quality: when the source rate is higher than the target, a
 Hann-windowed sinc low-pass (cut-off at 90 % of the target Nyquist) removes
@@ -18,9 +21,8 @@ from __future__ import annotations
 
 import os
 import struct
-import wave
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
@@ -148,31 +150,54 @@ def _lowpass(x: NDArray[np.float64], cutoff: float) -> NDArray[np.float64]:
     return np.convolve(x, h, mode="same")
 
 
+#: The data chunk's size field is 32 bits.
+_MAX_DATA = 0xFFFFFFFF - 36
+
+
+def _wav_header(rate: int, data_bytes: int) -> bytes:
+    """The 44-byte RIFF/WAVE header of mono 16-bit PCM at ``rate``."""
+    return b"RIFF" + struct.pack(
+        "<I4s4sIHHIIHH4sI",
+        36 + data_bytes,
+        b"WAVE",
+        b"fmt ",
+        16,
+        _PCM,
+        1,
+        rate,
+        rate * 2,
+        2,
+        16,
+        b"data",
+        data_bytes,
+    )
+
+
 class WavWriter:
     """Appends int16 frames to a mono 16-bit PCM WAV file.
 
-    The stdlib writer patches the RIFF sizes after every write and the file
-    is flushed, so it is valid on disk after each :meth:`write`, not only
-    after :meth:`close`; a call that ends abruptly still leaves a playable
-    recording.
+    The header is written when the file is created and its RIFF and data
+    sizes are patched after every write, and the file is flushed, so it is a
+    valid WAV on disk at every moment, not only after :meth:`close`: a call
+    or a program that ends abruptly still leaves a playable recording.
     """
 
     def __init__(self, path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> None:
         self.path = os.fspath(path)
         self.sample_rate = sample_rate
         self.frames_written = 0
+        self._data_bytes = 0
         try:
-            self._file = open(self.path, "wb")  # noqa: SIM115 (closed in close())
+            self._file: BinaryIO | None = open(self.path, "wb")  # noqa: SIM115 (see close())
+            self._file.write(_wav_header(sample_rate, 0))
+            self._file.flush()
         except OSError as exc:
             raise WavFormatError(f"cannot create WAV file {self.path!r}: {exc}") from exc
-        self._wav: wave.Wave_write | None = wave.open(self._file, "wb")  # noqa: SIM115
-        self._wav.setnchannels(1)
-        self._wav.setsampwidth(2)
-        self._wav.setframerate(sample_rate)
 
     def write(self, audio: AudioFrame | NDArray[Any]) -> None:
         """Append a frame (its rate must match the file) or an int16 array."""
-        if self._wav is None:
+        out = self._file
+        if out is None:
             raise WavFormatError(f"WAV file {self.path!r} is already closed")
         if isinstance(audio, AudioFrame):
             if audio.sample_rate != self.sample_rate:
@@ -183,22 +208,30 @@ class WavWriter:
             pcm = audio.samples
         else:
             pcm = to_int16(audio)
-        self._wav.writeframes(pcm.astype("<i2").tobytes())
-        self._file.flush()
+        data = pcm.astype("<i2").tobytes()
+        if not data:
+            return
+        if self._data_bytes + len(data) > _MAX_DATA:
+            raise WavFormatError(f"WAV file {self.path!r} would exceed 4 GiB")
+        out.write(data)
+        self._data_bytes += len(data)
         self.frames_written += len(pcm)
+        out.seek(4)
+        out.write(struct.pack("<I", 36 + self._data_bytes))
+        out.seek(40)
+        out.write(struct.pack("<I", self._data_bytes))
+        out.seek(0, os.SEEK_END)
+        out.flush()
 
     def close(self) -> None:
-        """Finalise the header; safe to call twice."""
-        if self._wav is not None:
-            try:
-                self._wav.close()
-            finally:
-                self._wav = None
-                self._file.close()
+        """Close the file (already complete on disk); safe to call twice."""
+        out, self._file = self._file, None
+        if out is not None:
+            out.close()
 
     @property
     def closed(self) -> bool:
-        return self._wav is None
+        return self._file is None
 
     def __enter__(self) -> WavWriter:
         return self

@@ -195,6 +195,9 @@ class MediaDescription:
     attributes: list[Attribute] = field(default_factory=list)
     # i=, b= and k= lines as (letter, value), kept verbatim and in order.
     extra_lines: list[tuple[str, str]] = field(default_factory=list)
+    #: What was wrong with this section's a= and c= lines, when parsed with
+    #: ``strict=False``: the stream is then unusable, but only it (RFC 3264 §6).
+    problems: list[str] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def is_rtp(self) -> bool:
@@ -287,11 +290,15 @@ def _extra(lines: Iterable[tuple[str, str]], kinds: str) -> list[str]:
 # --- parsing ---------------------------------------------------------------------------
 
 
-def parse_sdp(data: bytes | str) -> SessionDescription:
+def parse_sdp(data: bytes | str, *, strict: bool = True) -> SessionDescription:
     """Parse an SDP body; :class:`SdpError` names the first line that is wrong.
 
     Lenient where real peers are sloppy (LF-only line ends, blank lines, s= anywhere
-    at session level, t= missing), strict where guessing would be unsafe.
+    at session level, t= missing), strict where guessing would be unsafe. With
+    ``strict=False`` a broken a= or c= line inside a media section (an rtpmap without
+    clock rate in a video stream) does not fail the whole body: it is kept verbatim and
+    noted in that section's :attr:`MediaDescription.problems`, so an answerer can reject
+    that one stream and use the others (RFC 3264 §6).
     """
     if isinstance(data, bytes):
         try:
@@ -320,6 +327,8 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
         if kind == "m":
             current = _at((number, line), _parse_media)
             sdp.media.append(current)
+        elif kind in ("a", "c") and current is not None and not strict:
+            _lenient_media_line(current, number, line)
         elif kind == "a":
             _at((number, line), functools.partial(_apply_attribute, current or sdp))
         elif kind == "c":
@@ -336,6 +345,20 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
         else:
             sdp.extra_lines.append((kind, value))
     return sdp
+
+
+def _lenient_media_line(media: MediaDescription, number: int, line: str) -> None:
+    """Apply a media-level a= or c= line; a broken one is noted, not raised."""
+    try:
+        if line.startswith("a="):
+            _at((number, line), functools.partial(_apply_attribute, media))
+        else:
+            media.connection = _at((number, line), _parse_connection)
+    except SdpError as exc:
+        media.problems.append(str(exc))
+        if line.startswith("a="):
+            name, colon, rest = line[2:].partition(":")
+            media.attributes.append(Attribute(name, rest if colon else None))
 
 
 def _line_error(number: int, line: str, why: str) -> SdpError:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sipd.errors import SdpError, SdpNegotiationError
+from sipd.sdp.addresses import is_usable_connection_address
 from sipd.sdp.model import (
     AUDIO_PROTO,
     Codec,
@@ -99,20 +100,48 @@ def negotiate_answer(
 ) -> NegotiationResult:
     """Answer ``offer`` as the UAS (RFC 3264 §6).
 
-    The codec is the first of the *offerer's* list that we support, matched by name and
-    clock rate and answered with the offerer's payload type number. We answer with that
-    one codec (plus telephone-event) so the peer cannot switch codec mid-call. Every other
-    m= line is rejected with port 0. Raises :class:`SdpNegotiationError` (488).
+    The audio stream is the first enabled RTP/AVP one we can use; an audio stream we
+    cannot use (no common codec, no usable c=, a broken attribute noted by a lenient
+    parse) is rejected with port 0 in its place and the next one is tried. The codec is
+    the first of the *offerer's* list that we support, matched by name and clock rate and
+    answered with the offerer's payload type number. We answer with that one codec (plus
+    telephone-event) so the peer cannot switch codec mid-call. Every other m= line is
+    rejected with port 0. Raises :class:`SdpNegotiationError` (488), for the first
+    audio stream's fault, when no audio stream is usable.
     """
     answer = SessionDescription(
         origin=_origin(username, session_id, session_version, local_address),
         connection=Connection.for_address(local_address),
         media=[_rejected(m) for m in offer.media],
     )
-    index = _audio_index(offer, "offer")
-    if index is None:
+    candidates = _audio_candidates(offer, "offer")
+    if not candidates:
         return NegotiationResult(answer, None, None, None, 0, None, Direction.INACTIVE)
+    first_failure: SdpNegotiationError | None = None
+    for index in candidates:
+        try:
+            return _answer_stream(
+                answer, offer, index, local_port, supported, Direction(direction), ptime
+            )
+        except SdpNegotiationError as exc:
+            first_failure = first_failure or exc  # RFC 3264 §6: reject it, try the next
+    assert first_failure is not None
+    raise first_failure
+
+
+def _answer_stream(
+    answer: SessionDescription,
+    offer: SessionDescription,
+    index: int,
+    local_port: int,
+    supported: Sequence[Codec],
+    direction: Direction,
+    ptime: int | None,
+) -> NegotiationResult:
+    """Accept the offer's audio stream ``index`` in ``answer``, or raise why it is unusable."""
     offered = offer.media[index]
+    if offered.problems:
+        raise SdpNegotiationError(f"offer's audio stream is unusable: {offered.problems[0]}")
     common = [(o, s) for o in offered.codecs for s in supported if o.matches(s) and not _is_dtmf(o)]
     if not common:
         raise SdpNegotiationError(
@@ -122,7 +151,7 @@ def negotiate_answer(
     # Our fmtp says what we want to receive; without one, echo the offerer's.
     chosen = dataclasses.replace(chosen, fmtp=ours.fmtp or chosen.fmtp)
     dtmf = _pick_dtmf(offered.codecs, supported, chosen.clock_rate)
-    result = _result(answer, offer, offered, Direction(direction), chosen, dtmf, "offer")
+    result = _result(answer, offer, offered, direction, chosen, dtmf, "offer")
     answered = [chosen] if dtmf is None else [chosen, dtmf]
     answer.media[index] = _audio_media(local_port, answered, ptime, result.direction)
     return result
@@ -146,6 +175,8 @@ def process_answer(offer: SessionDescription, answer: SessionDescription) -> Neg
     ours, theirs = offer.media[index], answer.media[index]
     if theirs.media != "audio" or theirs.port == 0:
         raise SdpNegotiationError(f"answer rejected the audio stream (m={theirs.media} port 0)")
+    if theirs.problems:
+        raise SdpNegotiationError(f"answer's audio stream is unusable: {theirs.problems[0]}")
     offered = [c for c in ours.codecs if not _is_dtmf(c)]
     chosen = next((c for c in theirs.codecs if not _is_dtmf(c) and _find(c, offered)), None)
     if chosen is None:
@@ -214,6 +245,12 @@ def _rejected(offered: MediaDescription) -> MediaDescription:
 
 def _audio_index(sdp: SessionDescription, role: str) -> int | None:
     """Index of the audio stream to use, None if all audio is disabled (port 0)."""
+    candidates = _audio_candidates(sdp, role)
+    return candidates[0] if candidates else None
+
+
+def _audio_candidates(sdp: SessionDescription, role: str) -> list[int]:
+    """Indexes of the enabled RTP/AVP audio streams, in order; empty if all are disabled."""
     audio = [i for i, m in enumerate(sdp.media) if m.media == "audio"]
     if not audio:
         kinds = ", ".join(m.media for m in sdp.media) or "none"
@@ -223,7 +260,7 @@ def _audio_index(sdp: SessionDescription, role: str) -> int | None:
     if enabled and not usable:
         protos = ", ".join(sdp.media[i].proto for i in enabled)
         raise SdpNegotiationError(f"{role} offers audio only over {protos}; we need RTP/AVP")
-    return usable[0] if usable else None
+    return usable
 
 
 def _result(
@@ -239,6 +276,10 @@ def _result(
     connection = remote.connection_of(media)
     if connection is None:
         raise SdpNegotiationError(f"{role} has no c= line for its audio stream")
+    if not is_usable_connection_address(connection.address):
+        raise SdpNegotiationError(
+            f"{role} has no usable address in c= for its audio stream: {connection.address!r}"
+        )
     direction = local.answer_to(_remote_direction(remote, media))
     dtmf_pt = None if dtmf is None else dtmf.payload_type
     return NegotiationResult(

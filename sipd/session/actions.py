@@ -18,6 +18,7 @@ from sipd.errors import CallError, CallFailed, SdpError
 from sipd.logs import Logger
 from sipd.sdp import SessionDescription, reoffer
 from sipd.session import events as ev
+from sipd.session import session_timer
 from sipd.session.failures import build_error
 from sipd.session.guards import (
     ack_answer,
@@ -35,6 +36,9 @@ from sipd.session.negotiation import (
 )
 from sipd.session.session import UnifiedSession
 from sipd.session.table_model import Role
+from sipd.sip.body import sdp_body
+from sipd.sip.message import Request, Response
+from sipd.sip.validate import quoted_text
 
 __all__ = ["ACTIONS"]
 
@@ -72,8 +76,12 @@ def _allocate_media(s: UnifiedSession, event: object) -> None:
 
 def _send_invite(s: UnifiedSession, event: object) -> None:
     assert s.target is not None and s.local_sdp is not None
+    config = s.config
+    headers = list(s.extra_headers)
+    if config.session_expires:
+        headers += session_timer.offer_headers(config.session_expires, config.min_se)
     try:
-        s.signalling.invite(s.target, s.local_sdp.to_bytes(), s.extra_headers, s.proxy)
+        s.signalling.invite(s.target, s.local_sdp.to_bytes(), headers, s.proxy)
     except CallError as exc:
         s.post(ev.InviteTimeout(503, str(exc)))
 
@@ -113,6 +121,9 @@ def _apply_answer(s: UnifiedSession, event: ev.Answered) -> None:
     s.remote_sdp = result.remote
     if event.response.contacts:
         s.remote_uri = str(event.response.to.uri)
+    s.peer_allow = _allow(event.response)
+    s.session_timer = session_timer.from_response(event.response)
+    s.refreshed_at = s.services.clock.seconds()
 
 
 def _start_media(s: UnifiedSession, event: object) -> None:
@@ -155,6 +166,12 @@ def _offer_to_application(s: UnifiedSession, event: object) -> None:
 
 
 def _apply_offer(s: UnifiedSession, event: object) -> None:
+    request = s.signalling.invite_request
+    if request is not None:
+        config = s.config
+        s.peer_allow = _allow(request)
+        s.session_timer = session_timer.uas_timer(request, config.session_expires, config.min_se)
+        s.refreshed_at = s.services.clock.seconds()
     result = offer_answer(s, event)
     if result is None:
         # Delayed offer: our 200 carries the offer; media starts on the ACK.
@@ -175,7 +192,9 @@ def _apply_ack_answer(s: UnifiedSession, event: ev.AckReceived) -> None:
 
 def _send_ok(s: UnifiedSession, event: object) -> None:
     assert s.local_sdp is not None
-    s.signalling.answer(s.local_sdp.to_bytes())
+    request = s.signalling.invite_request
+    headers = session_timer.answer_headers(s.session_timer, request) if request else []
+    s.signalling.answer(s.local_sdp.to_bytes(), headers)
 
 
 def _send_reject(s: UnifiedSession, event: object) -> None:
@@ -187,7 +206,8 @@ def _send_reject(s: UnifiedSession, event: object) -> None:
 
 
 def _warning(error: object) -> list[tuple[str, str]]:
-    return [("Warning", f'399 sipd "{error}"')] if isinstance(error, SdpError) else []
+    text = quoted_text(str(error))  # the error may quote the peer's SDP
+    return [("Warning", f"399 sipd {text}")] if isinstance(error, SdpError) else []
 
 
 def _send_not_acceptable(s: UnifiedSession, event: object) -> None:
@@ -217,7 +237,10 @@ def _send_reoffer(s: UnifiedSession, direction: str) -> None:
         return
     offer = reoffer(s.local_sdp, direction=direction)
     s.pending_offer = offer
-    s.signalling.reinvite(offer.to_bytes())
+    # A re-INVITE refreshes the session too (RFC 4028 §9): it says the interval.
+    timer = s.session_timer
+    headers = session_timer.refresh_headers(timer, s.config.min_se) if timer else []
+    s.signalling.reinvite(offer.to_bytes(), headers)
 
 
 def _send_hold_reinvite(s: UnifiedSession, event: object) -> None:
@@ -229,10 +252,12 @@ def _send_resume_reinvite(s: UnifiedSession, event: object) -> None:
 
 
 def _apply_reanswer(s: UnifiedSession, event: ev.ReinviteAnswered) -> None:
+    if s.session_timer is not None:
+        _refreshed_by_answer(s, event.response, pending=s.refresh_sent_at)
     offer, s.pending_offer = s.pending_offer, None
     if offer is None:
         return
-    result = read_answer(offer, event.response.body, "2xx")
+    result = read_answer(offer, sdp_body(event.response) or b"", "2xx")
     if isinstance(result, SdpError):
         _log.warn(
             "answer to our re-offer is unusable: {error}", error=str(result), call_id=s.call_id
@@ -262,7 +287,7 @@ def _answer_reinvite(s: UnifiedSession, event: ev.RemoteReinvite) -> None:
     result = reoffer_answer(s, event)
     if not isinstance(result, Answered) or s.local_sdp is None:
         return
-    if event.request.body:
+    if sdp_body(event.request):
         s.remote_sdp = result.remote
         answer: SessionDescription = result.result.answer
         if same_session(answer, s.local_sdp):
@@ -275,7 +300,9 @@ def _answer_reinvite(s: UnifiedSession, event: ev.RemoteReinvite) -> None:
         s.negotiation = result.result
         if changed and s.media is not None:
             s.media_port.start(result.result)
-    s.signalling.answer_reoffer(event.txn, 200, s.local_sdp.to_bytes())
+    # Any re-INVITE refreshes the session (RFC 4028 §9).
+    headers = _refreshed_by_peer(s, event.request)
+    s.signalling.answer_reoffer(event.txn, 200, s.local_sdp.to_bytes(), headers)
 
 
 def _reject_reoffer(s: UnifiedSession, event: ev.RemoteReinvite) -> None:
@@ -284,6 +311,77 @@ def _reject_reoffer(s: UnifiedSession, event: ev.RemoteReinvite) -> None:
 
 def _send_request_pending(s: UnifiedSession, event: ev.RemoteReinvite) -> None:
     s.signalling.answer_reoffer(event.txn, 491, b"", [("Retry-After", "1")])
+
+
+# -- session timers (RFC 4028) -------------------------------------------------------------
+def _allow(message: Request | Response) -> frozenset[str]:
+    """The methods a message's Allow header lists."""
+    return frozenset(
+        method.strip().upper()
+        for value in message.headers.get_all("Allow")
+        for method in value.split(",")
+        if method.strip()
+    )
+
+
+def _refreshed_by_peer(s: UnifiedSession, request: Request) -> list[tuple[str, str]]:
+    """The peer refreshed the session: take its interval, say ours in the answer."""
+    config = s.config
+    s.session_timer = session_timer.uas_timer(request, config.session_expires, config.min_se)
+    s.refreshed_at = s.services.clock.seconds()
+    return session_timer.answer_headers(s.session_timer, request)
+
+
+def _send_refresh(s: UnifiedSession, event: object) -> None:
+    timer = s.session_timer
+    if timer is None:
+        return
+    method = "UPDATE" if s.refresh_method == "UPDATE" and "UPDATE" in s.peer_allow else "INVITE"
+    sdp = s.local_sdp.to_bytes() if method == "INVITE" and s.local_sdp is not None else None
+    s.refresh_sent_at = s.services.clock.seconds()
+    s.signalling.refresh(method, sdp, session_timer.refresh_headers(timer, s.config.min_se))
+
+
+def _refreshed_by_answer(
+    s: UnifiedSession, response: Response, pending: float | None = None
+) -> None:
+    """A 2xx to our refresh (or re-offer) settles the interval (RFC 4028 §7.2).
+
+    A peer without timer support answers without Session-Expires: we keep
+    timing the session ourselves rather than let the keep-alive lapse.
+    """
+    settled = session_timer.from_response(response)
+    if settled is not None or session_timer.supports_timer(response):
+        s.session_timer = settled
+    s.refreshed_at = s.services.clock.seconds()
+    s.refresh_sent_at = pending  # a re-offer's answer leaves our own refresh in flight
+
+
+def _apply_refresh(s: UnifiedSession, event: ev.RefreshAnswered) -> None:
+    _refreshed_by_answer(s, event.response)
+
+
+def _retry_refresh(s: UnifiedSession, event: ev.RefreshFailed) -> None:
+    """A refresh refused for a reason that does not end the call: try again.
+
+    405/501: the peer has no UPDATE after all, re-INVITE next time; 422: ask
+    for its Min-SE at once (RFC 4028 §7.3); anything else: a little later.
+    """
+    now = s.services.clock.seconds()
+    timer = s.session_timer
+    s.refresh_sent_at = None
+    if event.status in (405, 501):
+        s.refresh_method = "INVITE"
+    if event.min_se is not None and timer is not None and event.min_se > timer.interval:
+        s.session_timer = session_timer.SessionTimer(event.min_se, timer.we_refresh)
+        return
+    interval = timer.interval if timer is not None else 90
+    s.refresh_not_before = now + min(10.0, interval / 8)
+
+
+def _answer_refresh(s: UnifiedSession, event: ev.RemoteRefresh) -> None:
+    headers = _refreshed_by_peer(s, event.request)
+    s.signalling.answer_request(event.txn, 200, headers)
 
 
 # -- transfer ------------------------------------------------------------------------------
@@ -382,4 +480,8 @@ ACTIONS: dict[str, Callable[[UnifiedSession, Any], None]] = {
     "NotifyReferFailure": _notify_refer_failure,
     "AnswerReplacement": _answer_replacement,
     "NotifyReplaced": _notify_replaced,
+    "SendRefresh": _send_refresh,
+    "ApplyRefresh": _apply_refresh,
+    "RetryRefresh": _retry_refresh,
+    "AnswerRefresh": _answer_refresh,
 }

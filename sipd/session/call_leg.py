@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections import deque
+from collections.abc import Callable
 from enum import Enum
 
 from twisted.internet.interfaces import IDelayedCall
@@ -97,6 +99,7 @@ class CallLeg:
         "dialog",
         "final_status",
         "invite",
+        "invites_waiting",
         "key",
         "local_tag",
         "ok_bytes",
@@ -118,6 +121,9 @@ class CallLeg:
         self.key = f"{call_id};{local_tag}"
         self.invite = invite
         self.state = LegState.CALLING if role is DialogRole.UAC else LegState.INCOMING
+        #: Our in-dialog INVITEs waiting for the one in progress (RFC 3261 §14.1
+        #: allows one at a time); None while no re-INVITE of ours is out.
+        self.invites_waiting: deque[Callable[[], None]] | None = None
         #: The INVITE's final status once known (``state`` says what it means).
         self.final_status: int | None = None
         self.dest: Addr = ("", 0)
@@ -176,5 +182,5 @@ def resolve_host(host: str) -> str:
         return "127.0.0.1"
     try:
         return socket.gethostbyname(bare)
-    except OSError as exc:
+    except (OSError, ValueError, TypeError) as exc:  # NUL: TypeError; long label: UnicodeError
         raise CallFailed(f"cannot resolve host {host!r}: {exc}; use an IP address") from exc

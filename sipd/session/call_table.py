@@ -49,7 +49,7 @@ RETIRED = {
 CALL_RULES = CallRules(
     call_states=tuple(member.name for member in CallState),
     operations=("accept", "reject", "hangup", "hold", "resume", "transfer"),
-    delays=("ring_timeout", "glare"),
+    delays=("ring_timeout", "glare", "session_refresh", "session_expiry", "media_timeout"),
     error_types=tuple(ERROR_TYPES),
     event_fields={
         name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in ev.EVENT_TYPES.items()

@@ -101,19 +101,19 @@ class SignallingChannel:
         if self.leg is not None:
             self._dialogs.ringing(self.leg)
 
-    def answer(self, sdp: bytes) -> None:
+    def answer(self, sdp: bytes, headers: Headers = ()) -> None:
         assert self.leg is not None, "answer() needs the INVITE's leg"
-        self._dialogs.answer(self.leg, sdp)
+        self._dialogs.answer(self.leg, sdp, list(headers))
 
     def reject(self, status: int, reason: str | None = None, headers: Headers = ()) -> None:
         if self.leg is not None:
             self._dialogs.reject(self.leg, status, reason, headers=list(headers))
 
-    def reinvite(self, sdp: bytes) -> None:
+    def reinvite(self, sdp: bytes, headers: Headers = ()) -> None:
         if self.leg is None:
             self.post(ev.ReinviteFailed(481, "No Dialog"))
         else:
-            self._dialogs.reinvite(self.leg, sdp)
+            self._dialogs.reinvite(self.leg, sdp, list(headers))
 
     def answer_reoffer(
         self, txn: ServerTransaction, status: int, sdp: bytes = b"", headers: Headers = ()
@@ -127,9 +127,15 @@ class SignallingChannel:
         else:
             self._dialogs.refer(self.leg, target)
 
-    def answer_request(self, txn: ServerTransaction, status: int) -> None:
+    def answer_request(self, txn: ServerTransaction, status: int, headers: Headers = ()) -> None:
         if self.leg is not None:
-            self._dialogs.answer_request(self.leg, txn, status)
+            self._dialogs.answer_request(self.leg, txn, status, headers=list(headers))
+
+    def refresh(self, method: str, sdp: bytes | None, headers: Headers) -> None:
+        if self.leg is None:
+            self.post(ev.RefreshFailed(481, "No Dialog"))
+        else:
+            self._dialogs.refresh(self.leg, method, sdp, list(headers))
 
     def notify_refer(self, status: int, reason: str, *, final: bool) -> None:
         if self.leg is not None:
@@ -145,16 +151,24 @@ class MediaChannel:
 
     __slots__ = ("_adapter", "_registry", "later", "media", "session_id")
 
-    def __init__(self, adapter: MediaAdapter, registry: SessionRegistry, session_id: str) -> None:
+    def __init__(
+        self,
+        adapter: MediaAdapter,
+        registry: SessionRegistry,
+        session_id: str,
+        media: MediaSession | None = None,
+    ) -> None:
         self._adapter = adapter
         self._registry = registry
         self.session_id = session_id
-        self.media: MediaSession | None = None
+        #: Bound before the session exists (the coordinator's), or by open().
+        self.media: MediaSession | None = media
         #: Runs an effect once the session has settled (readers learn of the end then).
         self.later: Callable[[Callable[[], object]], None] = _at_once
 
     def open(self) -> MediaSession:
-        self.media = self._adapter.allocate()
+        if self.media is None:
+            self.media = self._adapter.allocate()
         self._registry.register_media(self.session_id, self.media.id)
         return self.media
 

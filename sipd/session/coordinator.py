@@ -27,6 +27,7 @@ from sipd.errors import (
     ConfigError,
 )
 from sipd.logs import Logger
+from sipd.media.ports import PortsExhausted
 from sipd.metrics import Metrics
 from sipd.session import events as ev
 from sipd.session.addressing import (
@@ -47,7 +48,7 @@ from sipd.session.interceptor import (
     SignalingInterceptor,
 )
 from sipd.session.machine import MachineFactory
-from sipd.session.media_adapter import MediaAdapter
+from sipd.session.media_adapter import MediaAdapter, MediaSession
 from sipd.session.registrar import Registrar
 from sipd.session.registration import Registration
 from sipd.session.registry import SessionRegistry
@@ -59,6 +60,7 @@ from sipd.sip.auth import DigestClient
 from sipd.sip.message import Request
 from sipd.sip.transaction import TimerConfig, TransactionLayer
 from sipd.sip.uri import Uri, parse_uri
+from sipd.transport.backlog import receive_backlog
 from sipd.transport.udp import SipDatagramProtocol
 
 __all__ = ["UnifiedCoordinator"]
@@ -155,6 +157,8 @@ class UnifiedCoordinator:
         self.layer = TransactionLayer(self.clock, self.transport.send, self.dialogs, timers)
         self.layer.on_empty = self._quiet
         self.transport.set_handler(self.layer.receive)
+        self.transport.screen = self.dialogs.overload.screen
+        self.dialogs.overload.backlog = receive_backlog(self._port)
         self.dialogs.attach(self.layer, self, port)
         self.dialogs.outbound_proxy = self.outbound_proxy
 
@@ -298,11 +302,12 @@ class UnifiedCoordinator:
         local_uri: str,
         target: Uri | None = None,
         leg: CallLeg | None = None,
+        rtp: MediaSession | None = None,
     ) -> UnifiedSession:
-        """A session wired to its own ports; it never sees this coordinator."""
+        """A session wired to its own ports (``rtp`` bound); it never sees this coordinator."""
         session_id = secrets.token_hex(8)
         signalling = SignallingChannel(self.dialogs, self.registry, session_id, leg)
-        media = MediaChannel(self.media, self.registry, session_id)
+        media = MediaChannel(self.media, self.registry, session_id, rtp)
         session = UnifiedSession(
             self._services,
             self._factories[role],
@@ -384,11 +389,10 @@ class UnifiedCoordinator:
             raise CallStateError(
                 f"cannot call {target!r} directly: tel URIs need a proxy (not configured)"
             )
-        if self.media.ports.in_use >= self.media.ports.capacity:
-            raise CallStateError(
-                "every RTP port is in use; widen media_port_min/media_port_max or end calls"
-            )
-        session = self._new_session(Role.UAC, remote_uri=str(uri), local_uri=self.uri, target=uri)
+        rtp = self.media.allocate()  # PortsExhausted: refused before any session exists
+        session = self._new_session(
+            Role.UAC, remote_uri=str(uri), local_uri=self.uri, target=uri, rtp=rtp
+        )
         session.extra_headers = list(headers or ())
         session.proxy = self.route_for(uri)
         self._learn_towards(session.proxy or uri)
@@ -430,8 +434,8 @@ class UnifiedCoordinator:
         invite._claim()
         try:
             new = self._start_uas(invite, ev.ReplacingCall())
-        except CallStateError:
-            return  # no media port: already answered 503
+        except PortsExhausted:
+            return  # already answered 503
         new.replaces = old
         if not new.is_ended:
             self.offer_transfer(old, new)
@@ -455,14 +459,16 @@ class UnifiedCoordinator:
         assert isinstance(leg, CallLeg)
         self._pending.pop(leg.key, None)
         self.interceptor.settle(invite)
-        if self.media.ports.in_use >= self.media.ports.capacity:
-            self.dialogs.reject(leg, 503, "No Media Ports Free")
+        try:
+            rtp = self.media.allocate()
+        except PortsExhausted as exc:
+            retry = self.dialogs.overload.refused_elsewhere("media_ports", leg.call_id, exc)
+            self.dialogs.reject(leg, 503, "No Media Ports Free", headers=retry)
             self.dialogs.release(leg)
-            raise CallStateError("every RTP port is in use; the call was answered 503")
-        request = invite.request
-        session = self._new_session(
-            Role.UAS, remote_uri=str(request.from_.uri), local_uri=str(request.to.uri), leg=leg
-        )
+            self.metrics.inc("sipd_calls_total", outcome="rejected", direction="incoming")
+            raise
+        remote, local = str(invite.request.from_.uri), str(invite.request.to.uri)
+        session = self._new_session(Role.UAS, remote_uri=remote, local_uri=local, leg=leg, rtp=rtp)
         session.invite = invite
         self.store.add(session)
         self.registry.register_dialog(session.id, leg.key)

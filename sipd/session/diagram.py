@@ -8,9 +8,9 @@ apply to one role only are prefixed with ``(UAC)`` or ``(UAS)``. Ignore rows
 happens" and would clutter the picture.
 
 States are annotated with their table columns (:func:`state_notes`): the
-public ``call_state`` they show as and the ``timer`` they own, e.g.
-``Incoming`` reads ``RINGING`` and ``timer RingTimeout after ring_timeout``.
-A state declared by name only has no annotation.
+public ``call_state`` they show as and each timer they own, one line per
+timer, e.g. ``Incoming`` reads ``RINGING`` and ``timer RingTimeout after
+ring_timeout``. A state declared by name only has no annotation.
 """
 
 from __future__ import annotations
@@ -33,13 +33,12 @@ def edge_label(row: Row, *, show_role: bool = False) -> str:
 
 
 def state_notes(table: StateTable, state: str) -> list[str]:
-    """The annotation lines of one state: its ``call_state`` and its ``timer``, if any."""
+    """The annotation lines of one state: its ``call_state`` and each of its timers."""
     info = table.state_info(state)
     notes = []
     if info.call_state is not None:
         notes.append(info.call_state)
-    if info.timer is not None:
-        notes.append(f"timer {info.timer.event} after {info.timer.delay}")
+    notes.extend(f"timer {timer.event} after {timer.delay}" for timer in info.timers)
     return notes
 
 

@@ -37,15 +37,24 @@ from sipd.logs import Logger
 from sipd.metrics import Metrics
 from sipd.session import events as ev
 from sipd.session.call_leg import CallLeg, LegState, resolve_host
-from sipd.session.dialog_core import ALLOW, ALLOWED_METHODS, DialogEventSink, new_tag
+from sipd.session.dialog_core import ALLOW, ALLOWED_METHODS, SUPPORTED, DialogEventSink, new_tag
 from sipd.session.in_dialog import InDialogRequests
+from sipd.session.overload import OverloadControl
+from sipd.session.request_checks import refusal
+from sipd.session.session_timer import interval_too_small, parse_session_expires
 from sipd.sip.address import NameAddr
 from sipd.sip.dialog import Dialog, DialogRole, DialogState
 from sipd.sip.errors import BadRequest
 from sipd.sip.grammar import get_param, parse_params
 from sipd.sip.headers import Headers
 from sipd.sip.message import Request, Response
-from sipd.sip.transaction import Addr, ServerState, ServerTransaction, make_cancel
+from sipd.sip.transaction import (
+    Addr,
+    ServerState,
+    ServerTransaction,
+    make_cancel,
+    new_branch,
+)
 from sipd.sip.uri import Uri
 
 if TYPE_CHECKING:
@@ -107,6 +116,9 @@ class DialogAdapter(InDialogRequests):
         self.registrar: Registrar | None = None
         #: Challenge new INVITEs with the registrar's digest auth.
         self.authenticate_invites = False
+        #: Answers new INVITEs 503 while the UA falls behind (RFC 3261 §21.5.4).
+        self.overload = OverloadControl.from_config(config, clock, metrics, send)
+        self.overload.pending = self._uas_pending.__len__
 
     # -- UAC -----------------------------------------------------------------------
     def invite(
@@ -229,7 +241,9 @@ class DialogAdapter(InDialogRequests):
         if not leg.state.unanswered:
             return
         if not leg.state.cancel_requested:
-            retry = self._authorized_retry(leg.invite, response)
+            retry = self._authorized_retry(leg.invite, response) or _longer_interval(
+                leg.invite, response
+            )
             if retry is not None:
                 self._send_invite(leg, retry)
                 return
@@ -285,13 +299,16 @@ class DialogAdapter(InDialogRequests):
             txn, leg.invite, status, to_tag=leg.local_tag, headers=[("Contact", self.contact)]
         )
 
-    def answer(self, leg: CallLeg, sdp: bytes) -> None:
-        """Send 200 OK with our SDP and retransmit it until the ACK (§13.3.1.4)."""
+    def answer(self, leg: CallLeg, sdp: bytes, extra: list[tuple[str, str]] | None = None) -> None:
+        """Send 200 OK with our SDP and retransmit it until the ACK (§13.3.1.4).
+
+        ``extra`` headers (Session-Expires, Require) go on the 200 too.
+        """
         txn = leg.server_txn
         if txn is None or txn.state is not ServerState.PROCEEDING:
             raise CallFailed(f"call {leg.call_id} can no longer be answered")
         invite = leg.invite
-        headers = [("Contact", self.contact)]
+        headers = [("Contact", self.contact), *(extra or ())]
         headers += [("Record-Route", rr) for rr in invite.headers.get_all("Record-Route")]
         headers += self._common_headers()
         response = self._response(
@@ -306,6 +323,8 @@ class DialogAdapter(InDialogRequests):
         leg.settle(200)
         self._forget_pending(leg)
         txn.respond(response)
+        if txn.terminated:
+            return  # the 200 could not be sent: server_transport_error ended the call
         self._start_ok(leg, response.to_bytes(), txn.dest)
 
     def reject(
@@ -351,8 +370,11 @@ class DialogAdapter(InDialogRequests):
     def request_received(self, request: Request, source: Addr, txn: ServerTransaction) -> None:
         """Route a new request: new INVITE, OPTIONS, REGISTER, in-dialog, or refuse it."""
         method = request.method
-        if request.max_forwards == 0 and method != "OPTIONS":
-            self._respond(txn, request, 483, to_tag=new_tag())
+        # §8.2.2.3 420, §8.2.3 415, §21.4.7 406; never 483, which is for proxies (§16.3).
+        refused = refusal(request) if method in ALLOWED_METHODS or method == "REGISTER" else None
+        if refused is not None:
+            status, reason, headers = refused
+            self._respond(txn, request, status, reason, to_tag=new_tag(), headers=headers)
             return
         to_tag = request.to.tag
         if method == "INVITE" and to_tag is None:
@@ -380,7 +402,7 @@ class DialogAdapter(InDialogRequests):
             headers=[
                 ("Allow", ALLOW),
                 ("Accept", "application/sdp"),
-                ("Supported", "replaces"),
+                ("Supported", SUPPORTED),
                 ("Server", self.config.user_agent),
             ],
         )
@@ -398,6 +420,10 @@ class DialogAdapter(InDialogRequests):
         if not self.accepting:
             self._respond(txn, request, 503, to_tag=new_tag(), headers=[("Retry-After", "30")])
             return
+        if self.overload.check(source[0], len(self._uas_pending), request) is not None:
+            retry = self.overload.retry_after_headers
+            self._respond(txn, request, 503, to_tag=new_tag(), headers=retry)
+            return
         registrar = self.registrar if self.authenticate_invites else None
         if registrar is not None and registrar.authenticate(request, txn) is None:
             return  # challenged (401); the caller retries with credentials
@@ -406,6 +432,11 @@ class DialogAdapter(InDialogRequests):
             return
         if not contacts:
             self._respond(txn, request, 400, "Missing Contact", to_tag=new_tag())
+            return
+        if interval_too_small(request, self.config.min_se):
+            # RFC 4028 §8.1: a session interval below our minimum gets 422.
+            min_se = [("Min-SE", str(self.config.min_se))]
+            self._respond(txn, request, 422, to_tag=new_tag(), headers=min_se)
             return
         replaced: CallLeg | None = None
         if "Replaces" in request.headers:
@@ -500,10 +531,52 @@ class DialogAdapter(InDialogRequests):
         self.metrics.inc("sipd_sip_transaction_timeouts_total", kind="server")
 
     def server_transport_error(self, txn: ServerTransaction, error: OSError) -> None:
-        _log.warn("could not send response to {dest}: {error}", dest=txn.dest, error=error)
+        """A response could not be sent (§17.2.4); the transaction has ended.
+
+        For a call's INVITE (its 100, 180 or 200) the call cannot go on: its
+        session gets ``TransportFailed`` at once instead of waiting in
+        Incoming or Answering for an ACK that cannot come. An INVITE no
+        session owns yet (the handler is still deciding) is dropped as a
+        cancelled one would be.
+        """
+        self._send_warnings.warn(
+            "could not send response to {dest}: {error}", dest=txn.dest, error=error
+        )
+        leg = self._uas_legs.get(txn)
+        if leg is None or leg.ended:
+            return
+        self._stop_ok(leg)
+        event = ev.TransportFailed(503, f"cannot send our response: {error}")
+        if not self._emit(leg, event) and leg.state is LegState.INCOMING:
+            self._sink.invite_cancelled(leg)
 
     def close(self) -> None:
         """Stop every leg's timers (the coordinator is shutting down)."""
         for leg in list(self.legs.values()):
             self.release(leg)
         self._uas_pending.clear()
+        self.overload.stop()
+
+
+def _longer_interval(request: Request, response: Response) -> Request | None:
+    """The INVITE again asking for the 422's Min-SE (RFC 4028 §7.3), or None.
+
+    Only when the 422 asks for more than we asked: a peer that keeps
+    answering 422 to its own Min-SE gets no second retry.
+    """
+    if response.status != 422:
+        return None
+    asked = parse_session_expires(request.headers.get("Session-Expires"))
+    wanted = (response.headers.get("Min-SE") or "").split(";", 1)[0].strip()
+    if asked is None or not (wanted.isascii() and wanted.isdigit()) or len(wanted) > 9:
+        return None
+    if int(wanted) <= asked[0]:
+        return None
+    headers = request.headers.copy()
+    cseq = request.cseq
+    headers.set("CSeq", f"{cseq.number + 1} {cseq.method}")
+    headers.pop_first_value("Via")
+    headers.prepend("Via", str(request.top_via.with_param("branch", new_branch())))
+    headers.set("Session-Expires", wanted)
+    headers.set("Min-SE", wanted)
+    return Request(request.method, request.uri, headers, request.body)

@@ -10,6 +10,7 @@ built, in-dialog requests with digest retries, and the retransmission of a
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable, Iterable
 from typing import Protocol
@@ -17,10 +18,13 @@ from typing import Protocol
 from twisted.internet.interfaces import IReactorTime
 
 from sipd.config import SipdConfig
+from sipd.errors import CallFailed
 from sipd.logs import Logger
 from sipd.metrics import Metrics
+from sipd.send_errors import SEND_ERRORS, is_transient
 from sipd.session.call_leg import CallLeg, resolve_host
 from sipd.session.events import AckTimeout, CallEvent
+from sipd.session.request_checks import SUPPORTED_OPTIONS
 from sipd.sip.address import NameAddr
 from sipd.sip.auth import DigestClient
 from sipd.sip.dialog import Dialog
@@ -29,6 +33,7 @@ from sipd.sip.headers import Headers
 from sipd.sip.message import Request, Response, make_response
 from sipd.sip.transaction import Addr, ServerTransaction, TransactionLayer, new_branch
 from sipd.sip.uri import Uri
+from sipd.transport.ratelimit import RateLimitedLog
 
 __all__ = ["ALLOW", "ALLOWED_METHODS", "DialogCore", "DialogEventSink", "new_tag"]
 
@@ -36,6 +41,8 @@ _log = Logger()
 
 #: Methods this UA implements, sent in Allow.
 ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "REFER", "NOTIFY")
+#: Option tags we support (Replaces: RFC 3891; session timers: RFC 4028).
+SUPPORTED = ", ".join(sorted(SUPPORTED_OPTIONS))
 #: The Allow header value.
 ALLOW = ", ".join(ALLOWED_METHODS)
 
@@ -83,6 +90,8 @@ class DialogCore:
         self.legs: dict[str, CallLeg] = {}
         #: Credentials for requests challenged with 401/407 (set by register()).
         self.auth: DigestClient | None = None
+        #: Send failures are remote input (a peer's bad address): bounded logging.
+        self._send_warnings = RateLimitedLog(_log, clock)
 
     # -- plumbing ---------------------------------------------------------------
     def attach(self, layer: TransactionLayer, sink: DialogEventSink, local_port: int) -> None:
@@ -154,11 +163,19 @@ class DialogCore:
         return resolve_host(host), uri.default_port
 
     def _next_hop_addr(self, dialog: Dialog) -> Addr:
-        """Where an in-dialog request goes: the first route, else the remote target."""
+        """Where an in-dialog request goes: the first route, else the remote target.
+
+        Never raises: the peer wrote this address, and a host that does not
+        resolve (``999.999.999.999``) is returned as it is, so sending to it
+        fails like any unusable address, through the transport-error path
+        that ends that one request (a BYE then completes with 503 at once).
+        """
         hop = dialog.next_hop()
         maddr = hop.param("maddr")
         host = maddr or hop.host
-        return resolve_host(host), hop.default_port
+        with contextlib.suppress(CallFailed):
+            host = resolve_host(host)
+        return host, hop.default_port
 
     def _via(self) -> str:
         return f"SIP/2.0/UDP {self._hostport};branch={new_branch()};rport"
@@ -167,7 +184,7 @@ class DialogCore:
         """Allow, Supported and User-Agent: what our INVITEs and their 2xx advertise."""
         return [
             ("Allow", ALLOW),
-            ("Supported", "replaces"),
+            ("Supported", SUPPORTED),
             ("User-Agent", self.config.user_agent),
         ]
 
@@ -176,12 +193,17 @@ class DialogCore:
             h.add(name, value)
 
     # -- sending -------------------------------------------------------------------
-    def _send_raw(self, data: bytes, dest: Addr) -> None:
-        """Send bytes outside any transaction (ACK for a 2xx, 2xx retransmissions)."""
+    def _send_raw(self, data: bytes, dest: Addr) -> Exception | None:
+        """Send bytes outside any transaction (ACK for a 2xx, 2xx retransmissions).
+
+        Returns what the send raised (logged at a bounded rate), None once sent.
+        """
         try:
             self._send(data, dest)
-        except OSError as exc:
-            _log.warn("could not send to {dest}: {error}", dest=dest, error=exc)
+        except SEND_ERRORS as exc:
+            self._send_warnings.warn("could not send to {dest}: {error}", dest=dest, error=exc)
+            return exc
+        return None
 
     def _response(
         self,
@@ -312,7 +334,13 @@ class DialogCore:
         if leg.ok_bytes is None or dest is None:
             return
         self.metrics.inc("sipd_sip_2xx_retransmissions_total")
-        self._send_raw(leg.ok_bytes, dest)
+        error = self._send_raw(leg.ok_bytes, dest)
+        if error is not None and not is_transient(error):
+            # The address cannot be sent to (the 2xx to a re-INVITE whose Via
+            # is unusable, say): no ACK can come, so the session learns at once.
+            self._stop_ok(leg)
+            self._emit(leg, AckTimeout())
+            return
         leg.ok_interval = min(leg.ok_interval * 2, self._layer.timers.t2)
         leg.ok_timer = self.clock.callLater(leg.ok_interval, self._retransmit_ok, leg)
 

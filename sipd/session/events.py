@@ -39,12 +39,15 @@ __all__ = [
     "IncomingCall",
     "InviteTimeout",
     "MakeCall",
+    "MediaTimeout",
     "Provisional",
     "ReferAccepted",
     "ReferReceived",
     "ReferRejected",
     "ReferredCallAnswered",
     "ReferredCallFailed",
+    "RefreshAnswered",
+    "RefreshFailed",
     "ReinviteAnswered",
     "ReinviteFailed",
     "ReinviteGlare",
@@ -52,13 +55,17 @@ __all__ = [
     "Rejected",
     "RemoteBye",
     "RemoteCancel",
+    "RemoteRefresh",
     "RemoteReinvite",
     "Replaced",
     "ReplacingCall",
     "Resume",
     "RingTimeout",
+    "SessionExpired",
+    "SessionRefreshDue",
     "Transfer",
     "TransferProgress",
+    "TransportFailed",
     "event_type",
 ]
 
@@ -195,6 +202,20 @@ class AckTimeout(CallEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class TransportFailed(CallEvent):
+    """Our answer to the peer's INVITE (1xx or 2xx) could not be sent at all.
+
+    The address the peer's Via names is unusable (``rport=65536``, an IPv6
+    ``maddr`` on an IPv4 socket, a ``received`` that is no address): the
+    INVITE server transaction has ended (RFC 3261 §17.2.4), so the call can
+    neither ring nor be answered.
+    """
+
+    status: int = 503
+    reason: str = "Service Unavailable"
+
+
+@dataclass(frozen=True, slots=True)
 class RemoteBye(CallEvent):
     """BYE from the peer (already answered 200)."""
 
@@ -300,6 +321,33 @@ class Replaced(CallEvent):
     session: Any
 
 
+@dataclass(frozen=True, slots=True)
+class RefreshAnswered(CallEvent):
+    """A 2xx to our session refresh (UPDATE or re-INVITE, RFC 4028 §7.4)."""
+
+    response: Response
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshFailed(CallEvent):
+    """Our session refresh got 3xx-6xx, timed out, or could not be sent.
+
+    ``min_se`` is the Min-SE of a 422 Session Interval Too Small.
+    """
+
+    status: int
+    reason: str = ""
+    min_se: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteRefresh(CallEvent):
+    """An UPDATE without an offer from the peer: a session refresh (RFC 4028)."""
+
+    request: Request
+    txn: ServerTransaction
+
+
 # -- from timers (started and cancelled by the states that own them) -------------------
 @dataclass(frozen=True, slots=True)
 class RingTimeout(CallEvent):
@@ -309,6 +357,21 @@ class RingTimeout(CallEvent):
 @dataclass(frozen=True, slots=True)
 class GlareRetry(CallEvent):
     """The RFC 3261 §14.1 wait after a 491 is over: send the re-INVITE again."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRefreshDue(CallEvent):
+    """Half the session interval has passed and we are the refresher (RFC 4028 §7.4)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionExpired(CallEvent):
+    """The session interval passed unrefreshed (RFC 4028 §10)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MediaTimeout(CallEvent):
+    """No RTP or RTCP arrived from the peer for ``media_timeout`` seconds."""
 
 
 #: Every event class by its table name.
@@ -332,6 +395,7 @@ EVENT_TYPES: dict[str, type[CallEvent]] = {
         RemoteCancel,
         AckReceived,
         AckTimeout,
+        TransportFailed,
         RemoteBye,
         ByeCompleted,
         ReinviteAnswered,
@@ -347,6 +411,12 @@ EVENT_TYPES: dict[str, type[CallEvent]] = {
         Replaced,
         RingTimeout,
         GlareRetry,
+        RefreshAnswered,
+        RefreshFailed,
+        RemoteRefresh,
+        SessionRefreshDue,
+        SessionExpired,
+        MediaTimeout,
     )
 }
 

@@ -16,6 +16,7 @@ from sipd.session import events as ev
 from sipd.session.negotiation import Answered, answer_offer, offer_is_hold, read_answer
 from sipd.session.session import UnifiedSession
 from sipd.sip.address import NameAddr
+from sipd.sip.body import sdp_body
 from sipd.sip.uri import Uri
 
 __all__ = [
@@ -35,7 +36,7 @@ def answer_to_2xx(s: UnifiedSession, event: ev.Answered) -> Answered | SdpError:
     def compute() -> Answered | SdpError:
         if s.local_sdp is None:
             return SdpError("we made no offer")
-        return read_answer(s.local_sdp, event.response.body, "2xx")
+        return read_answer(s.local_sdp, sdp_body(event.response) or b"", "2xx")
 
     return s.memo("answer", event, compute)
 
@@ -45,9 +46,10 @@ def offer_answer(s: UnifiedSession, event: object) -> Answered | SdpError | None
 
     def compute() -> Answered | SdpError | None:
         request = s.signalling.invite_request
-        if request is None or not request.body:
+        body = sdp_body(request) if request is not None else None
+        if not body:
             return None
-        return answer_offer(request.body, s.sdp_context())
+        return answer_offer(body, s.sdp_context())
 
     return s.memo("offer", event, compute)
 
@@ -58,8 +60,9 @@ def ack_answer(s: UnifiedSession, event: ev.AckReceived) -> Answered | SdpError 
     def compute() -> Answered | SdpError | None:
         if s.negotiation is not None or s.local_sdp is None:
             return None
-        body = event.request.body if event.request is not None else b""
-        return read_answer(s.local_sdp, body, "ACK")
+        # RFC 3261 §13.2.1: an ACK without a usable SDP body is no answer.
+        body = sdp_body(event.request) if event.request is not None else None
+        return read_answer(s.local_sdp, body or b"", "ACK")
 
     return s.memo("ack", event, compute)
 
@@ -74,7 +77,7 @@ def reoffer_answer(s: UnifiedSession, event: ev.RemoteReinvite) -> Answered | Sd
     def compute() -> Answered | SdpError:
         if s.media is None or s.local_sdp is None or s.negotiation is None:
             return SdpError("no media for this call")
-        body = event.request.body
+        body = sdp_body(event.request)
         if not body:
             return Answered(s.remote_sdp or s.local_sdp, s.negotiation)
         direction = Direction.SENDONLY if _we_hold(s.local_sdp) else Direction.SENDRECV
@@ -149,7 +152,7 @@ def _reoffer_acceptable(s: UnifiedSession, event: ev.RemoteReinvite) -> bool:
 
 
 def _offer_is_hold(s: UnifiedSession, event: ev.RemoteReinvite) -> bool:
-    return offer_is_hold(event.request.body)
+    return offer_is_hold(sdp_body(event.request) or b"")
 
 
 def _transfer_allowed(s: UnifiedSession, event: ev.ReferReceived) -> bool:
@@ -164,7 +167,13 @@ def _transfer_failed(s: UnifiedSession, event: ev.TransferProgress) -> bool:
     return event.status is not None and event.status >= 300
 
 
+def _refresh_gone(s: UnifiedSession, event: ev.RefreshFailed) -> bool:
+    # RFC 4028 §7.4: a refresh that times out or gets 481 means the session is gone.
+    return event.status in (408, 481)
+
+
 GUARDS: dict[str, Callable[[UnifiedSession, Any], bool]] = {
+    "RefreshGone": _refresh_gone,
     "AnswerAcceptable": _answer_acceptable,
     "OfferAcceptable": _offer_acceptable,
     "HandlerAnswers": _handler_answers,

@@ -13,9 +13,13 @@ digest challenges, and their outcome comes back as events.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
+
 from sipd.session import events as ev
 from sipd.session.call_leg import CallLeg
 from sipd.session.dialog_core import DialogCore
+from sipd.session.session_timer import interval_too_small
 from sipd.sip.address import parse_name_addr
 from sipd.sip.dialog import DialogState
 from sipd.sip.errors import SipParseError
@@ -74,9 +78,15 @@ class InDialogRequests(DialogCore):
             return
         if contacts:
             leg.dialog.remote_target = contacts[0].uri
+        if interval_too_small(request, self.config.min_se):
+            # RFC 4028 §9: a refresh asking for less than our minimum gets 422.
+            self._respond(txn, request, 422, headers=[("Min-SE", str(self.config.min_se))])
+            return
         if request.method == "UPDATE" and not request.body:
-            # A session-timer refresh without an offer: nothing changes.
-            self._respond(txn, request, 200)
+            # A session refresh without an offer (RFC 4028): the session
+            # answers it with its interval; nobody taking it still gets 200.
+            if not self._emit(leg, ev.RemoteRefresh(request, txn)):
+                self._respond(txn, request, 200)
             return
         if not self._emit(leg, ev.RemoteReinvite(request, txn)):
             self._respond(txn, request, 481)
@@ -105,7 +115,7 @@ class InDialogRequests(DialogCore):
 
         A 2xx to a re-INVITE is retransmitted until its ACK, as for the
         initial INVITE (§13.3.1.4); UPDATE is a plain non-INVITE request.
-        ``headers`` go only on an error response (Warning, Retry-After).
+        ``headers`` go on the response (Warning, Retry-After; Session-Expires on a 2xx).
         """
         request = txn.request
         if status >= 300:
@@ -117,7 +127,7 @@ class InDialogRequests(DialogCore):
             200,
             body=sdp,
             content_type="application/sdp",
-            headers=[("Contact", self.contact), *self._common_headers()],
+            headers=[("Contact", self.contact), *self._common_headers(), *(headers or ())],
         )
         if request.method == "INVITE":
             self._start_ok(leg, response.to_bytes(), txn.dest)
@@ -161,20 +171,45 @@ class InDialogRequests(DialogCore):
             dialog, request, lambda sent, r: done(r.status), lambda status, _: done(status)
         )
 
-    def reinvite(self, leg: CallLeg, sdp: bytes) -> None:
+    def _one_invite_at_a_time(self, leg: CallLeg, send: Callable[[], None]) -> None:
+        """Send an in-dialog INVITE now, or once ours in progress is over (§14.1)."""
+        if leg.invites_waiting is not None:
+            leg.invites_waiting.append(send)
+            return
+        leg.invites_waiting = deque()
+        send()
+
+    def _invite_over(self, leg: CallLeg) -> None:
+        """Our in-dialog INVITE has its final answer: the next waiting one may go."""
+        waiting = leg.invites_waiting
+        if waiting:
+            waiting.popleft()()
+        else:
+            leg.invites_waiting = None
+
+    def reinvite(
+        self, leg: CallLeg, sdp: bytes, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         """Send a re-INVITE with a new offer; ``ReinviteAnswered`` / ``ReinviteFailed`` follow.
 
         A 491 (glare, §14.1) arrives as ``ReinviteGlare``; a 2xx is ACKed here
-        (and again for each retransmission).
+        (and again for each retransmission). ``headers`` (Session-Expires)
+        go on the request. It waits while another INVITE of ours is out.
         """
+        self._one_invite_at_a_time(leg, lambda: self._reinvite(leg, sdp, headers or []))
+
+    def _reinvite(self, leg: CallLeg, sdp: bytes, headers: list[tuple[str, str]]) -> None:
         dialog = leg.dialog
-        if dialog is None:
+        if dialog is None or leg.ended:
+            self._invite_over(leg)
             self._emit(leg, ev.ReinviteFailed(481, "No Dialog"))
             return
         request = dialog.create_request(
             "INVITE", self._via(), body=sdp, content_type="application/sdp"
         )
         self._add_common(request.headers)
+        for name, value in headers:
+            request.headers.add(name, value)
         acked: list[bytes] = []
 
         def response(sent: Request, r: Response) -> None:
@@ -184,17 +219,78 @@ class InDialogRequests(DialogCore):
                     ack = dialog.create_request("ACK", self._via(), cseq=sent.cseq.number)
                     acked.append(ack.to_bytes())
                     self._send_raw(acked[0], self._next_hop_addr(dialog))
+                    self._invite_over(leg)
                     self._emit(leg, ev.ReinviteAnswered(r))
                 else:
                     self._send_raw(acked[0], self._next_hop_addr(dialog))
                 return
+            self._invite_over(leg)
             if r.status == 491:
                 self._emit(leg, ev.ReinviteGlare(r.status, r.reason))
             else:
                 self._emit(leg, ev.ReinviteFailed(r.status, r.reason))
 
         def failed(status: int, reason: str) -> None:
+            self._invite_over(leg)
             self._emit(leg, ev.ReinviteFailed(status, reason))
+
+        self._send_in_dialog(dialog, request, response, failed)
+
+    def refresh(
+        self, leg: CallLeg, method: str, sdp: bytes | None, headers: list[tuple[str, str]]
+    ) -> None:
+        """Refresh the session (RFC 4028 §7.4): UPDATE without a body, or a
+        re-INVITE offering our current SDP again; ``RefreshAnswered`` or
+        ``RefreshFailed`` (with the Min-SE of a 422) follow. A 2xx to a
+        re-INVITE is ACKed here; a re-INVITE waits for one of ours in progress."""
+        if method == "INVITE":
+            self._one_invite_at_a_time(leg, lambda: self._refresh(leg, method, sdp, headers))
+        else:
+            self._refresh(leg, method, sdp, headers)
+
+    def _refresh(
+        self, leg: CallLeg, method: str, sdp: bytes | None, headers: list[tuple[str, str]]
+    ) -> None:
+        invite = method == "INVITE"
+        dialog = leg.dialog
+        if dialog is None or leg.ended:
+            if invite:
+                self._invite_over(leg)
+            self._emit(leg, ev.RefreshFailed(481, "No Dialog"))
+            return
+        if invite:
+            request = dialog.create_request(
+                "INVITE", self._via(), body=sdp or b"", content_type="application/sdp"
+            )
+        else:
+            request = dialog.create_request("UPDATE", self._via())
+        request.headers.add("Contact", self.contact)
+        self._add_common(request.headers)
+        for name, value in headers:
+            request.headers.add(name, value)
+        acked: list[bytes] = []
+
+        def response(sent: Request, r: Response) -> None:
+            if r.status >= 300:
+                if invite:
+                    self._invite_over(leg)
+                self._emit(leg, ev.RefreshFailed(r.status, r.reason, _min_se(r)))
+                return
+            if invite:
+                if not acked:
+                    ack = dialog.create_request("ACK", self._via(), cseq=sent.cseq.number)
+                    acked.append(ack.to_bytes())
+                self._send_raw(acked[0], self._next_hop_addr(dialog))
+                if len(acked) > 1:
+                    return
+                acked.append(b"")  # marks the 2xx as reported
+                self._invite_over(leg)
+            self._emit(leg, ev.RefreshAnswered(r))
+
+        def failed(status: int, reason: str) -> None:
+            if invite:
+                self._invite_over(leg)
+            self._emit(leg, ev.RefreshFailed(status, reason))
 
         self._send_in_dialog(dialog, request, response, failed)
 
@@ -212,7 +308,8 @@ class InDialogRequests(DialogCore):
         h = request.headers
         h.add("Refer-To", f"<{target}>")
         h.add("Referred-By", f"<{self.local_uri()}>")
-        h.add("Contact", self.contact)
+        if "Contact" not in h:  # the dialog adds its own (one Contact, §8.1.1.8)
+            h.add("Contact", self.contact)
         self._add_common(h)
 
         def response(sent: Request, r: Response) -> None:
@@ -244,7 +341,8 @@ class InDialogRequests(DialogCore):
             "Subscription-State",
             "terminated;reason=noresource" if final else "active;expires=60",
         )
-        h.add("Contact", self.contact)
+        if "Contact" not in h:  # the dialog adds its own (one Contact, §8.1.1.8)
+            h.add("Contact", self.contact)
         self._layer.send_request(
             request, self._next_hop_addr(dialog), lambda r: None, lambda: None, lambda e: None
         )
@@ -286,3 +384,10 @@ def refer_replaces(request: Request) -> str | None:
     if uri is None:
         return None
     return next((v for n, v in uri.headers if n.lower() == "replaces"), None)
+
+
+def _min_se(response: Response) -> int | None:
+    """The Min-SE of a 422 (RFC 4028 §7.3), or None."""
+    value = (response.headers.get("Min-SE") or "").split(";", 1)[0].strip()
+    ok = response.status == 422 and value.isascii() and value.isdigit() and len(value) <= 9
+    return int(value) if ok else None

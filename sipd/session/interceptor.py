@@ -19,6 +19,7 @@ gets ``defer_status`` (480 by default), so no caller waits forever.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,9 @@ from zope.interface import Attribute, Interface, implementer
 
 from sipd.errors import CallStateError, SipdValueError
 from sipd.logs import Logger
+from sipd.media.ports import PortsExhausted
 from sipd.session.views import ResponseView
+from sipd.sip.body import sdp_body
 from sipd.sip.headers import Headers
 from sipd.sip.message import Request
 
@@ -199,10 +202,8 @@ class InviteDetails:
 
     @property
     def sdp(self) -> bytes | None:
-        """The SDP offer, if the INVITE carried one."""
-        if self.request.body and self.request.content_type == "application/sdp":
-            return self.request.body
-        return None
+        """The SDP offer, if the INVITE carried one (alone or in ``multipart/mixed``)."""
+        return sdp_body(self.request)
 
     def _claim(self) -> None:
         if self.state is InviteState.CANCELLED:
@@ -283,7 +284,8 @@ class SignalingInterceptor:
         if isinstance(decision, Accept):
             self.pending.pop(invite.call_id, None)
             if not invite.answered:
-                invite.offer()
+                with contextlib.suppress(PortsExhausted):  # answered 503 already
+                    invite.offer()
         elif isinstance(decision, Reject):
             self.pending.pop(invite.call_id, None)
             if not invite.answered:

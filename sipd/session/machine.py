@@ -138,22 +138,76 @@ class SessionHooks(Protocol):
 class TimerHooks(Protocol):
     """What a session provides for the timers its states own."""
 
-    def timer_delay(self, delay: str) -> float:
-        """Seconds until the timer named by a state's ``timer.delay`` fires."""
+    def timer_deadline(self, delay: str, entered_at: float) -> float | None:
+        """When the timer named by a state's ``timer.delay`` fires (None: not now).
+
+        ``entered_at`` is when the state was entered. Asked again after every
+        step in the state and when the timer fires, so a deadline may move.
+        """
 
     def timer_event(self, event: str) -> object:
         """The event to post when the timer fires."""
 
 
-@dataclass(slots=True)
-class _StateTimer:
-    """The data of a state that owns a timer: its pending call."""
+class _StateTimers:
+    """The data of a state that owns timers: when it was entered and its pending calls."""
 
-    call: IDelayedCall
+    __slots__ = ("_calls", "_live", "entered_at", "specs")
+
+    def __init__(self, specs: tuple[TimerSpec, ...], entered_at: float) -> None:
+        self.specs = specs
+        self.entered_at = entered_at
+        self._calls: dict[TimerSpec, IDelayedCall] = {}
+        self._live = True
+
+    def sync(self, machine: SessionMachine) -> None:
+        """Schedule each timer at its current deadline (or drop it if it has none)."""
+        if not self._live:
+            return
+        clock = machine._factory.clock
+        assert clock is not None  # checked when the factory was built
+        hooks: Any = machine._hooks
+        now = clock.seconds()
+        for spec in self.specs:
+            deadline = hooks.timer_deadline(spec.delay, self.entered_at)
+            call = self._calls.get(spec)
+            if deadline is None:
+                if call is not None:
+                    if call.active():
+                        call.cancel()
+                    del self._calls[spec]
+                continue
+            delay = max(0.0, deadline - now)
+            if call is not None and call.active():
+                if abs(call.getTime() - max(deadline, now)) > 1e-6:
+                    call.reset(delay)
+            else:
+                self._calls[spec] = clock.callLater(delay, machine._timer_fired, self, spec)
+
+    def fired(self, machine: SessionMachine, spec: TimerSpec) -> object | None:
+        """The event to post for ``spec``, or None when its deadline moved on."""
+        self._calls.pop(spec, None)
+        if not self._live:
+            return None
+        hooks: Any = machine._hooks
+        clock = machine._factory.clock
+        assert clock is not None
+        deadline = hooks.timer_deadline(spec.delay, self.entered_at)
+        if deadline is None:
+            return None
+        if deadline > clock.seconds() + 1e-6:
+            self.sync(machine)  # the deadline moved later: wait on
+            return None
+        event: object = hooks.timer_event(spec.event)
+        return event
 
     def cancel(self) -> None:
-        if self.call.active():
-            self.call.cancel()
+        """Leaving the state: no timer of it may fire any more."""
+        self._live = False
+        for call in self._calls.values():
+            if call.active():
+                call.cancel()
+        self._calls.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +273,7 @@ class MachineFactory:
         builder = TypeMachineBuilder(proto, SessionMachine)
         # Automat makes the first declared state the initial one.
         ordered = [self.table.initial] + [s for s in self.table.states if s != self.table.initial]
-        timers = {name: self.table.state_info(name).timer for name in ordered}
+        timers = {name: self.table.state_info(name).timers for name in ordered}
         if any(timers.values()) and self.clock is None:
             raise SipdValueError(
                 f"state table {self.table.source} has states with timers; "
@@ -227,14 +281,14 @@ class MachineFactory:
             )
         states: dict[str, Any] = {}
         for name in ordered:
-            spec = timers[name]
+            specs = timers[name]
             states[name] = (
-                builder.state(name) if spec is None else builder.state(name, _timer_factory(spec))
+                builder.state(name, _timer_factory(specs)) if specs else builder.state(name)
             )
         for row in rows:
             method = getattr(proto, inputs[row.index])
             registrar = states[row.state].upon(method).to(states[row.next_state])
-            if timers[row.state] is not None and row.next_state != row.state:
+            if timers[row.state] and row.next_state != row.state:
                 registrar(_leaving(row))  # cancels the state's timer on the way out
             else:
                 registrar.returns(row)
@@ -245,17 +299,17 @@ class MachineFactory:
         return SessionMachine(self, hooks)
 
 
-def _timer_factory(spec: TimerSpec) -> Callable[[Any, SessionMachine], _StateTimer]:
-    def enter(proto: object, core: SessionMachine) -> _StateTimer:
-        return core._start_timer(spec)
+def _timer_factory(specs: tuple[TimerSpec, ...]) -> Callable[[Any, SessionMachine], _StateTimers]:
+    def enter(proto: object, core: SessionMachine) -> _StateTimers:
+        return core._entering(specs)
 
-    enter.__name__ = f"start_{spec.event}"
+    enter.__name__ = "timers_" + "_".join(spec.event for spec in specs)
     return enter
 
 
-def _leaving(row: Row) -> Callable[[Any, SessionMachine, _StateTimer], Row]:
-    def leave(proto: object, core: SessionMachine, timer: _StateTimer) -> Row:
-        timer.cancel()
+def _leaving(row: Row) -> Callable[[Any, SessionMachine, _StateTimers], Row]:
+    def leave(proto: object, core: SessionMachine, timers: _StateTimers) -> Row:
+        timers.cancel()
         return row
 
     leave.__name__ = f"leave_{row.state}_r{row.index}"
@@ -268,11 +322,13 @@ class SessionMachine:
     __slots__ = (
         "_automaton",
         "_effects",
+        "_entered",
         "_factory",
         "_hooks",
         "_queue",
         "_running",
         "_state",
+        "_timers",
         "current_row",
         "history",
         "listeners",
@@ -285,6 +341,9 @@ class SessionMachine:
         self._queue: deque[object] = deque()
         self._effects: deque[Callable[[], object]] = deque()
         self._running = False
+        # The timers of the current state, and those of a state just entered.
+        self._timers: _StateTimers | None = None
+        self._entered: _StateTimers | None = None
         #: The row whose actions are running (None between events).
         self.current_row: Row | None = None
         self.history: deque[Transition] = deque(maxlen=factory.history_limit)
@@ -427,6 +486,13 @@ class SessionMachine:
                 failed.append(action)
                 failures.append(self._action_failed(action, event, row, exc))
         self.current_row = None
+        # The timers follow the row's actions, which may have moved their deadlines.
+        if self._entered is not None:
+            self._timers, self._entered = self._entered, None
+        elif row.next_state != row.state:
+            self._timers = None
+        if self._timers is not None:
+            self._timers.sync(self)
         transition = Transition(
             from_state=row.state,
             event=event,
@@ -484,13 +550,17 @@ class SessionMachine:
         return failure
 
     # -- timers owned by states -------------------------------------------------------
-    def _start_timer(self, spec: TimerSpec) -> _StateTimer:
-        hooks: Any = self._hooks
+    def _entering(self, specs: tuple[TimerSpec, ...]) -> _StateTimers:
+        """Automat entered a state that owns timers: they start once its row's actions ran."""
         clock = self._factory.clock
         assert clock is not None  # checked when the factory was built
-        delay = max(0.0, float(hooks.timer_delay(spec.delay)))
-        event = hooks.timer_event(spec.event)
-        return _StateTimer(clock.callLater(delay, self.post, event))
+        self._entered = _StateTimers(specs, clock.seconds())
+        return self._entered
+
+    def _timer_fired(self, timers: _StateTimers, spec: TimerSpec) -> None:
+        event = timers.fired(self, spec)
+        if event is not None:
+            self.post(event)
 
 
 def _failure_of(exc: Exception) -> Failure:

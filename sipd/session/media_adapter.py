@@ -28,11 +28,11 @@ from sipd.media.protocol import MediaClock, RtcpProtocol, RtpProtocol
 from sipd.media.stream import MediaStream, StreamStats
 from sipd.media.wav import read_wav
 from sipd.sdp import NegotiationResult
+from sipd.sdp.addresses import is_ip_address
 
 __all__ = ["MediaAdapter", "MediaSession"]
 
 _log = Logger()
-_BIND_ATTEMPTS = 16
 #: The media clock's slot (20 ms packets).
 _PTIME = 0.02
 
@@ -150,6 +150,11 @@ class MediaSession:
             host = negotiation.remote_address
             if host in ("0.0.0.0", "::"):
                 stream.remote = None  # old-style hold: nowhere to send
+            elif not is_ip_address(host):
+                # A domain name in c=: never resolved on the RTP path. The
+                # stream keeps the address it had (none at first) and sends
+                # once the peer's first packet shows where it is (latching).
+                pass
             else:
                 stream.remote = (host, negotiation.remote_port)
                 stream.remote_rtcp = (host, negotiation.remote_port + 1)
@@ -208,25 +213,38 @@ class MediaAdapter:
         self.sessions: dict[str, MediaSession] = {}
 
     def allocate(self) -> MediaSession:
-        """Bind an RTP/RTCP port pair for a new call."""
-        busy: set[int] = set()
-        for _ in range(_BIND_ATTEMPTS):
-            port = self.ports.allocate(busy)
-            media = MediaSession(self, secrets.token_hex(8), port)
+        """Bind an RTP/RTCP port pair for a new call.
+
+        The whole configured range is searched: pairs our calls hold are
+        skipped, and so are pairs the OS refuses to bind (another program
+        holds the RTP or the RTCP port). :class:`PortsExhausted` only when no
+        pair of the range is left.
+        """
+        refused: set[int] = set()
+        media: MediaSession | None = None
+        while True:
+            try:
+                port = self.ports.allocate(refused)
+            except PortsExhausted:
+                raise PortsExhausted(
+                    f"no free RTP/RTCP port pair in {self.ports.low}-{self.ports.high}: "
+                    f"{self.ports.in_use} in use by calls, {len(refused)} held by other "
+                    "programs; widen media_port_min/media_port_max or end some calls"
+                ) from None
+            if media is None or media.listening:
+                # A protocol half bound (RTP yes, RTCP no) is not used again.
+                media = MediaSession(self, secrets.token_hex(8), port)
+            media.port = port
             try:
                 self._bind(media)
             except CannotListenError:
                 self.ports.release(port)
-                busy.add(port)
+                refused.add(port)
                 for listening in media.listening:
                     listening.stopListening()
                 continue
             self.sessions[media.id] = media
             return media
-        raise PortsExhausted(
-            f"could not bind an RTP/RTCP port pair in {self.ports.low}-{self.ports.high} "
-            f"after {_BIND_ATTEMPTS} tries (ports busy: {sorted(busy)})"
-        )
 
     def _bind(self, media: MediaSession) -> None:
         host = self.config.host

@@ -87,7 +87,7 @@ def answer_offer(
 ) -> Answered | SdpError:
     """Negotiate our answer to the peer's offer ``body``, or say why we cannot."""
     try:
-        offer = parse_sdp(body)
+        offer = parse_sdp(body, strict=False)  # a broken stream is rejected, not the offer
         result = negotiate_answer(
             offer,
             ctx.host,
@@ -107,7 +107,7 @@ def read_answer(offer: SessionDescription, body: bytes, what: str) -> Answered |
     try:
         if not body:
             raise SdpError(f"the {what} carried no SDP answer")
-        answer = parse_sdp(body)
+        answer = parse_sdp(body, strict=False)
         return Answered(answer, process_answer(offer, answer))
     except SdpError as exc:
         return exc
@@ -118,7 +118,7 @@ def offer_is_hold(body: bytes) -> bool:
     if not body:
         return False
     try:
-        return is_remote_hold(parse_sdp(body))
+        return is_remote_hold(parse_sdp(body, strict=False))
     except SdpError:
         return False
 

@@ -66,13 +66,13 @@ class SignallingPort(Protocol):
     def ringing(self) -> None:
         """180 Ringing to the peer's INVITE."""
 
-    def answer(self, sdp: bytes) -> None:
-        """200 OK with our SDP, retransmitted until the ACK."""
+    def answer(self, sdp: bytes, headers: Headers = ()) -> None:
+        """200 OK with our SDP (and ``headers``), retransmitted until the ACK."""
 
     def reject(self, status: int, reason: str | None = None, headers: Headers = ()) -> None:
         """A final 3xx-6xx to the peer's INVITE."""
 
-    def reinvite(self, sdp: bytes) -> None:
+    def reinvite(self, sdp: bytes, headers: Headers = ()) -> None:
         """A re-INVITE with a new offer; ``ReinviteAnswered``/``Failed``/``Glare`` follow."""
 
     def answer_reoffer(
@@ -83,8 +83,12 @@ class SignallingPort(Protocol):
     def refer(self, target: str) -> None:
         """REFER the peer to ``target``; ``ReferAccepted`` or ``ReferRejected`` follow."""
 
-    def answer_request(self, txn: ServerTransaction, status: int) -> None:
-        """Answer an in-dialog request such as REFER (202, 603)."""
+    def answer_request(self, txn: ServerTransaction, status: int, headers: Headers = ()) -> None:
+        """Answer an in-dialog request such as REFER (202, 603) or a refresh UPDATE (200)."""
+
+    def refresh(self, method: str, sdp: bytes | None, headers: Headers) -> None:
+        """Refresh the session (UPDATE, or re-INVITE with ``sdp``); ``RefreshAnswered``
+        or ``RefreshFailed`` follow."""
 
     def notify_refer(self, status: int, reason: str, *, final: bool) -> None:
         """NOTIFY the transferor how the referred call goes (sipfrag)."""

@@ -30,6 +30,7 @@ from sipd.session import events as ev
 from sipd.session.machine import MachineFactory, SessionMachine, Transition
 from sipd.session.negotiation import SdpContext, codecs_for
 from sipd.session.ports import MediaPort, SignallingPort
+from sipd.session.session_timer import SessionTimer, expiry_margin
 from sipd.session.table_model import Role, StateInfo
 from sipd.sip.uri import Uri
 from sipd.types import CallDirection, CallState
@@ -181,6 +182,15 @@ class UnifiedSession:
         #: hold()/resume()/transfer() waiting for their outcome.
         self.operations: list[defer.Deferred[None]] = []
         self.transfer_waiters: list[defer.Deferred[UnifiedSession]] = []
+        #: RFC 4028: the negotiated timer, when it was last refreshed, our refresh in flight.
+        self.session_timer: SessionTimer | None = None
+        self.refreshed_at = self.created_at
+        self.refresh_sent_at: float | None = None
+        self.refresh_not_before = 0.0
+        self.refresh_method = "UPDATE"
+        #: The methods the peer's INVITE or 2xx listed in Allow.
+        self.peer_allow: frozenset[str] = frozenset()
+        self._glare: tuple[float, float] = (-1.0, 0.0)
         self._memo_event: object = None
         self._memo: dict[str, object] = {}
         self.machine: SessionMachine = factory.create(self)
@@ -501,16 +511,45 @@ class UnifiedSession:
     def run_action(self, name: str, event: Any) -> None:
         self._behaviour.actions[name](self, event)
 
-    def timer_delay(self, delay: str) -> float:
-        """Seconds for a state's timer: ``ring_timeout`` runs from the call's start."""
-        now = self.services.clock.seconds()
+    def timer_deadline(self, delay: str, entered_at: float) -> float | None:
+        """When a state's timer named ``delay`` fires, from the session's data.
+
+        ``ring_timeout`` runs from the call's start; ``glare`` is the RFC 3261
+        §14.1 wait from entering the state; ``session_refresh`` and
+        ``session_expiry`` follow the RFC 4028 interval from the last refresh;
+        ``media_timeout`` runs from the last RTP/RTCP heard (or from entering
+        the state). None: the timer is not needed now.
+        """
         if delay == "ring_timeout":
-            return self.created_at + self.config.ring_timeout - now
+            return self.created_at + self.config.ring_timeout
         if delay == "glare":
-            # RFC 3261 §14.1: the Call-ID owner waits 2.1-4 s, the other side 0-2 s.
-            if self.role is Role.UAC:
-                return 2.1 + secrets.randbelow(190) / 100
-            return secrets.randbelow(200) / 100
+            if self._glare[0] != entered_at:
+                # The Call-ID owner waits 2.1-4 s, the other side 0-2 s.
+                wait = (
+                    2.1 + secrets.randbelow(190) / 100
+                    if self.role is Role.UAC
+                    else secrets.randbelow(200) / 100
+                )
+                self._glare = (entered_at, wait)
+            return entered_at + self._glare[1]
+        if delay in ("session_refresh", "session_expiry"):
+            timer = self.session_timer
+            if timer is None:
+                return None
+            we_refresh = timer.we_refresh
+            if delay == "session_expiry":
+                margin = 0.0 if we_refresh else expiry_margin(timer.interval)
+                return self.refreshed_at + timer.interval - margin
+            if not we_refresh or self.refresh_sent_at is not None:
+                return None
+            return max(self.refreshed_at + timer.interval / 2, self.refresh_not_before)
+        if delay == "media_timeout":
+            limit = self.config.media_timeout
+            media = self.media
+            if not limit or media is None:
+                return None
+            heard = media.stream.last_heard
+            return max(entered_at, heard if heard is not None else entered_at) + limit
         raise KeyError(delay)
 
     def timer_event(self, event: str) -> object:
@@ -539,4 +578,9 @@ class UnifiedSession:
 
     def error_context(self) -> dict[str, object]:
         """What a row's ``error.message`` may name besides the event's fields."""
-        return {"remote": self.remote_uri, "ring_timeout": f"{self.config.ring_timeout:g}"}
+        config = self.config
+        return {
+            "remote": self.remote_uri,
+            "ring_timeout": f"{config.ring_timeout:g}",
+            "media_timeout": f"{config.media_timeout:g}",
+        }

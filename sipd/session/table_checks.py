@@ -181,16 +181,16 @@ class TableChecker:
             for word in sorted(info.allows - set(rules.operations)):
                 known = ", ".join(sorted(rules.operations))
                 self.decl_problem("states", name, f"allows: unknown call '{word}' (known: {known})")
-            if info.timer is not None:
-                if info.timer.delay not in rules.delays:
+            for timer in info.timers:
+                if timer.delay not in rules.delays:
                     known = ", ".join(sorted(rules.delays))
                     self.decl_problem(
                         "states",
                         name,
-                        f"timer.delay: unknown delay '{info.timer.delay}' (known: {known})",
+                        f"timer.delay: unknown delay '{timer.delay}' (known: {known})",
                     )
-                if name == table.initial:
-                    self.decl_problem("states", name, "the initial state cannot own a timer")
+            if info.timers and name == table.initial:
+                self.decl_problem("states", name, "the initial state cannot own a timer")
         for row in table.rows:
             if row.error is not None and row.error.type not in rules.error_types:
                 known = ", ".join(sorted(rules.error_types))

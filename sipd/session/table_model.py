@@ -45,9 +45,13 @@ class GuardTest:
 class TimerSpec:
     """A timer a state owns: started on entering the state, cancelled on leaving it.
 
-    ``delay`` names a delay the session code computes (``ring_timeout``:
-    what is left of the call's ring time; ``glare``: the RFC 3261 §14.1
-    wait), ``event`` is the event fed to the machine when it fires.
+    ``delay`` names a deadline the session code computes from its data
+    (``ring_timeout``: the end of the call's ring time; ``glare``: the
+    RFC 3261 §14.1 wait; ``session_refresh``/``session_expiry``: RFC 4028;
+    ``media_timeout``: the last RTP or RTCP plus the media timeout), ``event``
+    is the event fed to the machine when it fires. The deadline is read again
+    after every step in the state and when the timer fires, so a deadline that
+    moves (a refresh, a packet) moves the timer; no deadline means no timer.
     """
 
     event: str
@@ -61,14 +65,19 @@ class StateInfo:
     ``call_state`` is the name of a :class:`~sipd.types.CallState` member
     (``None`` when the table does not say; a call table requires it),
     ``allows`` the application calls (``accept``, ``hold``...) the state
-    takes, ``timer`` the timer it owns.
+    takes, ``timers`` the timers it owns.
     """
 
     name: str
     line: int
     call_state: str | None = None
     allows: frozenset[str] = frozenset()
-    timer: TimerSpec | None = None
+    timers: tuple[TimerSpec, ...] = ()
+
+    @property
+    def timer(self) -> TimerSpec | None:
+        """The state's first timer (most states own at most one)."""
+        return self.timers[0] if self.timers else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ _ROW_REQUIRED = ("role", "state", "event")
 _ROW_OPTIONAL = ("guards", "actions", "next")
 _ROW_COLUMNS = ("answer", "error")
 _STATE_REQUIRED = ("name",)
-_STATE_OPTIONAL = ("call_state", "allows", "timer")
+_STATE_OPTIONAL = ("call_state", "allows", "timer", "timers")
 _ROLE_WORDS = {"UAC": "UAC", "UAS": "UAS", "both": "both"}
 
 
@@ -232,10 +232,18 @@ class TableReader:
                     word = self.name(item, f"{path}.allows[{j}]")
                     if word is not None:
                         allows.append(word)
-        timer = None
+        timers: list[TimerSpec | None] = []
         if "timer" in fields:
-            timer = self.timer(fields["timer"], f"{path}.timer", events)
-        return StateInfo(name, line, call_state, frozenset(allows), timer)
+            timers.append(self.timer(fields["timer"], f"{path}.timer", events))
+        if "timers" in fields:
+            value = fields["timers"]
+            if not isinstance(value, SequenceNode):
+                self.problem(value, f"{path}.timers", "expected a list of timers")
+            else:
+                for j, item in enumerate(value.value):
+                    timers.append(self.timer(item, f"{path}.timers[{j}]", events))
+        found = tuple(t for t in timers if t is not None)
+        return StateInfo(name, line, call_state, frozenset(allows), found)
 
     def timer(self, node: Node, path: str, events: list[str]) -> TimerSpec | None:
         fields = self.mapping(node, path, ("event", "delay"), ())

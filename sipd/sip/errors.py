@@ -8,7 +8,12 @@ reason phrase, or drops the datagram when no response can be formed.
 
 from __future__ import annotations
 
+import re
+
 from sipd.errors import SipdError
+
+#: What a Reason-Phrase may not contain (RFC 3261 §25.1: no CTL but HTAB).
+_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 __all__ = [
     "BadRequest",
@@ -34,9 +39,12 @@ class SipParseError(SipdError):
 
     @property
     def reason(self) -> str:
-        """The reason phrase for the error response: the message, on one line."""
-        text = str(self).replace("\r", " ").replace("\n", " ")
-        return text[:120]
+        """The reason phrase for the error response: the message, on one line.
+
+        Control characters (a NUL, a bare CR or LF quoted from the input)
+        become spaces, so the phrase is always valid in a status line.
+        """
+        return _CTL.sub(" ", str(self))[:120]
 
 
 class BadRequest(SipParseError):

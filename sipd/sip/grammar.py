@@ -18,6 +18,7 @@ __all__ = [
     "format_params",
     "get_param",
     "is_token",
+    "parse_digits",
     "parse_params",
     "quote",
     "remove_param",
@@ -40,6 +41,22 @@ _HEX = "0123456789abcdefABCDEF"
 def is_token(text: str) -> bool:
     """True if ``text`` is an RFC 3261 ``token``."""
     return bool(_TOKEN_RE.match(text))
+
+
+def parse_digits(text: str, high: int) -> int | None:
+    """``text`` as an int when it is ``1*DIGIT`` and at most ``high``, else None.
+
+    Leading zeros are allowed. Only as many digits as ``high`` has are ever
+    converted: Python refuses to convert more than 4,300 digits with a
+    ``ValueError``, which must never escape a parser as an internal error.
+    """
+    if not (text.isascii() and text.isdigit()):
+        return None
+    significant = text.lstrip("0")
+    if len(significant) > len(str(high)):
+        return None
+    value = int(significant or "0")
+    return value if value <= high else None
 
 
 def split_list(value: str, sep: str = ",") -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from sipd.sip.errors import BadRequest
-from sipd.sip.grammar import split_list
+from sipd.sip.grammar import parse_digits, split_list
 
 __all__ = [
     "COMPACT_FORMS",
@@ -285,7 +285,7 @@ def parse_cseq(value: str) -> CSeq:
     parts = value.split()
     if len(parts) != 2 or not (parts[0].isascii() and parts[0].isdigit()):
         raise BadRequest(f"malformed CSeq {value!r}")
-    number = int(parts[0])
-    if number >= 2**31:
-        raise BadRequest(f"CSeq number too large in {value!r}")
+    number = parse_digits(parts[0], 2**31 - 1)
+    if number is None:
+        raise BadRequest(f"CSeq number too large in {value[:60]!r}")
     return CSeq(number, parts[1])

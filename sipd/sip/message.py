@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from sipd.sip.address import NameAddr, parse_name_addr
 from sipd.sip.errors import BadRequest, VersionNotSupported
-from sipd.sip.grammar import is_token
+from sipd.sip.grammar import is_token, parse_digits
 from sipd.sip.headers import _KEY, CSeq, Headers, canonical_name, parse_cseq
 from sipd.sip.uri import Uri, parse_uri
 from sipd.sip.via import Via, parse_via
@@ -62,6 +62,7 @@ REASON_PHRASES: dict[int, str] = {
     416: "Unsupported URI Scheme",
     420: "Bad Extension",
     421: "Extension Required",
+    422: "Session Interval Too Small",
     423: "Interval Too Brief",
     480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist",
@@ -209,10 +210,10 @@ class Request(Message):
         value = self.headers.get("Max-Forwards")
         if value is None:
             return 70
-        value = value.strip()
-        if not (value.isascii() and value.isdigit()) or int(value) > 255:
-            raise BadRequest(f"malformed Max-Forwards {value!r}")
-        return int(value)
+        number = parse_digits(value.strip(), 255)
+        if number is None:
+            raise BadRequest(f"malformed Max-Forwards {value.strip()[:40]!r}")
+        return number
 
     def essentials(self) -> Request:
         """A copy with only Via, From, To, Call-ID and CSeq, and no body.
@@ -382,8 +383,10 @@ def parse_message(data: bytes) -> Request | Response:
     if _CONTENT_LENGTH_KEY in present:
         raw_length = headers.get("Content-Length", "") or ""
         if not (raw_length.isascii() and raw_length.isdigit()):
-            raise BadRequest(f"malformed Content-Length {raw_length!r}")
-        content_length = int(raw_length)
+            raise BadRequest(f"malformed Content-Length {raw_length[:40]!r}")
+        content_length = parse_digits(raw_length, 2**32)
+        if content_length is None:
+            raise BadRequest(f"Content-Length {raw_length[:40]!r} is too large")
         if len(body) < content_length:
             raise BadRequest(
                 f"body is {len(body)} bytes, shorter than Content-Length {content_length}"

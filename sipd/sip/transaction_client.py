@@ -20,6 +20,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
+from sipd.send_errors import SEND_ERRORS, send_error
 from sipd.sip.headers import Headers
 from sipd.sip.message import Request, Response
 from sipd.sip.transaction_base import Addr, TimerConfig
@@ -70,8 +71,9 @@ class ClientTransaction:
     ``on_response`` receives every provisional response, the first final
     response and, for INVITE, every 2xx (each 2xx retransmission needs its own
     ACK from the TU, RFC 6026 §8.4). ``on_timeout`` is Timer B or F firing.
-    ``on_transport_error`` gets the ``OSError`` raised by ``send`` while the
-    request was still unanswered (RFC 3261 §17.1.4); without it, a transport
+    ``on_transport_error`` gets what ``send`` raised while the request was
+    still unanswered (RFC 3261 §17.1.4), as an ``OSError`` (any refusal of the
+    address, :data:`~sipd.send_errors.SEND_ERRORS`, counts); without it, a transport
     error is reported through ``on_timeout`` so the TU still learns the request
     failed. Once a final response has been passed up, a failing send (of the
     ACK, say) just terminates the transaction: the TU already has its outcome
@@ -210,7 +212,10 @@ class ClientTransaction:
     def _transmit(self, data: bytes, *, before_final: bool) -> bool:
         try:
             self._layer._send(data, self.dest)
-        except OSError as error:
+        except SEND_ERRORS as caught:
+            # Whatever the socket refused (not only OSError: a port above
+            # 65535 is an OverflowError), this transaction fails, not the reactor.
+            error = send_error(self.dest, caught)
             self.terminate()
             if before_final:
                 if self._on_transport_error is not None:

@@ -18,6 +18,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
 from sipd.errors import TransactionError
+from sipd.send_errors import SEND_ERRORS, send_error
 from sipd.sip.message import Request, Response, make_response
 from sipd.sip.transaction_base import Addr, TimerConfig
 
@@ -134,6 +135,11 @@ class ServerTransaction:
     def __repr__(self) -> str:
         return f"<ServerTransaction {self.request.method} {self.state.value}>"
 
+    @property
+    def terminated(self) -> bool:
+        """The transaction has ended (a response that could not be sent ends it at once)."""
+        return self.state is _TERMINATED
+
     # -- public -------------------------------------------------------------
     def respond(self, response: Response) -> None:
         """Send ``response`` and move the state machine on.
@@ -235,10 +241,11 @@ class ServerTransaction:
     def _transmit(self, data: bytes) -> None:
         try:
             self._layer._send(data, self.dest)
-        except OSError as error:
-            # RFC 3261 §17.2.4: terminate and inform the TU.
+        except SEND_ERRORS as caught:
+            # RFC 3261 §17.2.4: terminate and inform the TU. Any refusal
+            # counts (a Via's rport=65536 is an OverflowError, not an OSError).
             self.terminate()
-            self._layer.tu.server_transport_error(self, error)
+            self._layer.tu.server_transport_error(self, send_error(self.dest, caught))
 
     def _timer_g(self) -> None:
         """Timer G: re-send the non-2xx final, doubling the interval up to T2."""

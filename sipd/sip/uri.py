@@ -17,6 +17,7 @@ from sipd.sip.grammar import (
     escape,
     format_params,
     get_param,
+    parse_digits,
     parse_params,
     remove_param,
     set_param,
@@ -129,9 +130,10 @@ _SIMPLE_SIP_RE = re.compile(
 
 
 def _parse_port(text: str, uri: str) -> int:
-    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
-        raise BadRequest(f"bad port {text!r} in URI {uri!r}")
-    return int(text)
+    port = parse_digits(text, 65535)
+    if not port:
+        raise BadRequest(f"bad port {text[:20]!r} in URI {uri[:80]!r}")
+    return port
 
 
 def _parse_tel(rest: str, text: str) -> Uri:

@@ -11,7 +11,14 @@ import re
 from dataclasses import dataclass
 
 from sipd.sip.errors import BadRequest
-from sipd.sip.grammar import Params, format_params, get_param, parse_params, set_param
+from sipd.sip.grammar import (
+    Params,
+    format_params,
+    get_param,
+    parse_digits,
+    parse_params,
+    set_param,
+)
 
 __all__ = ["MAGIC_COOKIE", "Via", "parse_via", "response_address"]
 
@@ -56,9 +63,10 @@ class Via:
             return None
         if value == "":
             return True
-        if not (value.isascii() and value.isdigit()):
-            raise BadRequest(f"bad rport value {value!r}")
-        return int(value)
+        port = parse_digits(value, 65535)
+        if not port:
+            raise BadRequest(f"bad rport value {value[:20]!r}")
+        return port
 
     @property
     def maddr(self) -> str | None:
@@ -71,9 +79,10 @@ class Via:
         value = get_param(self.params, "ttl")
         if value is None:
             return None
-        if not (value.isascii() and value.isdigit()) or int(value) > 255:
-            raise BadRequest(f"bad ttl value {value!r}")
-        return int(value)
+        ttl = parse_digits(value, 255)
+        if ttl is None:
+            raise BadRequest(f"bad ttl value {value[:20]!r}")
+        return ttl
 
     @property
     def sent_by(self) -> tuple[str, int]:
@@ -117,22 +126,18 @@ def parse_via(value: str) -> Via:
         host = sent_by[: end + 1]
         tail = sent_by[end + 1 :].strip()
         if tail:
-            port_text = tail[1:].strip()
-            if (
-                not tail.startswith(":")
-                or not (port_text.isascii() and port_text.isdigit())
-                or not 0 < int(port_text) < 65536
-            ):
-                raise BadRequest(f"malformed Via port in {value!r}")
-            port = int(port_text)
+            parsed = parse_digits(tail[1:].strip(), 65535) if tail.startswith(":") else None
+            if not parsed:
+                raise BadRequest(f"malformed Via port in {value[:80]!r}")
+            port = parsed
     else:
         host, colon, port_text = sent_by.partition(":")
         host = host.strip()
         if colon:
-            port_text = port_text.strip()
-            if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
-                raise BadRequest(f"malformed Via port in {value!r}")
-            port = int(port_text)
+            parsed = parse_digits(port_text.strip(), 65535)
+            if not parsed:
+                raise BadRequest(f"malformed Via port in {value[:80]!r}")
+            port = parsed
     if not host or " " in host:
         raise BadRequest(f"malformed Via host in {value!r}")
     return Via(

@@ -19,10 +19,12 @@ from twisted.internet.protocol import DatagramProtocol
 
 from sipd.logs import Logger
 from sipd.metrics import Metrics
+from sipd.send_errors import SEND_ERRORS, send_error
 from sipd.sip.errors import BadRequest, SipParseError
 from sipd.sip.message import Request, Response, make_response, parse_message
-from sipd.sip.via import response_address
+from sipd.sip.validate import check_syntax
 from sipd.transport.ratelimit import RateLimitedLog
+from sipd.transport.salvage import salvage_response
 
 __all__ = [
     "Addr",
@@ -77,55 +79,21 @@ def check_headers(message: Request | Response) -> None:
             message.max_forwards  # noqa: B018
     except SipParseError as exc:
         raise BadRequest(f"bad {name} header: {exc}", status=exc.status) from None
+    check_syntax(message)  # nothing a reply would echo may be invalid SIP
 
 
-def error_response_bytes(data: bytes, error: SipParseError) -> tuple[bytes, Addr | None] | None:
+def error_response_bytes(
+    data: bytes, error: SipParseError, source: Addr | None = None
+) -> tuple[bytes, Addr | None] | None:
     """Salvage enough of a bad request to answer it, or None.
 
-    Reads the header lines leniently (no validation beyond what a response
-    needs), builds the response, and parses it again: only a response that
-    itself parses is ever sent, so a broken request cannot make us emit a
-    broken reply. Returns the bytes and the Via-derived address (None means
-    "reply to the source").
+    See :func:`sipd.transport.salvage.salvage_response`: only values that
+    can be echoed validly are copied, the response is parsed and checked
+    again, and it goes to the packet's ``source`` (its port when ``rport``
+    was asked for, else the sent-by port), never to a host the Via names.
+    The address is None only without a ``source``.
     """
-    try:
-        text = data.decode("utf-8", "replace")
-        head = text.split("\r\n\r\n", 1)[0].split("\n\n", 1)[0]
-        lines = head.replace("\r\n", "\n").split("\n")
-        if not lines or lines[0].startswith("SIP/"):
-            return None  # a response: never answer one
-        wanted = {
-            "via": "Via",
-            "v": "Via",
-            "from": "From",
-            "f": "From",
-            "to": "To",
-            "t": "To",
-            "call-id": "Call-ID",
-            "i": "Call-ID",
-            "cseq": "CSeq",
-        }
-        parts = [f"SIP/2.0 {error.status} {error.reason or 'Bad Request'}"]
-        seen: set[str] = set()
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            canon = wanted.get(name.strip().lower())
-            if colon and canon and (canon == "Via" or canon not in seen):
-                seen.add(canon)
-                parts.append(f"{canon}: {value.strip()}")
-        if not {"Via", "From", "To", "Call-ID", "CSeq"} <= seen:
-            return None
-        raw = ("\r\n".join(parts) + "\r\nContent-Length: 0\r\n\r\n").encode("utf-8")
-        response = parse_message(raw)
-        if not isinstance(response, Response):
-            return None
-        via = response.top_via
-        try:
-            return raw, response_address(via) if via.rport is not True else None
-        except SipParseError:
-            return raw, None  # a broken rport: answer where the request came from
-    except (SipParseError, ValueError, UnicodeError):
-        return None
+    return salvage_response(data, error, source)
 
 
 class SipDatagramProtocol(DatagramProtocol):
@@ -138,6 +106,9 @@ class SipDatagramProtocol(DatagramProtocol):
         max_datagram: int = 65507,
     ) -> None:
         self._handler: MessageHandler | None = None
+        #: Sees each parsed message first; True: answered or absorbed there
+        #: (overload control's stateless 503, :mod:`sipd.session.overload`).
+        self.screen: Callable[[Request | Response, Addr], bool] | None = None
         self.metrics = metrics or Metrics()
         self._bad_input = RateLimitedLog(_log, clock)
         self._max_datagram = max_datagram
@@ -154,10 +125,21 @@ class SipDatagramProtocol(DatagramProtocol):
         return addr.host, addr.port
 
     def send(self, data: bytes, addr: Addr) -> None:
-        """Send one datagram; OSError propagates to the transaction layer."""
+        """Send one datagram; every failure is raised as an ``OSError``.
+
+        Whatever the socket refuses (a port above 65535, a NUL or a name in
+        the host, the other address family, an oversized datagram) becomes a
+        :class:`~sipd.send_errors.SendError`, so the transaction layer's
+        transport-error path sees one exception type and nothing else can
+        reach the reactor.
+        """
         if self.transport is None:
             raise OSError("SIP transport is not listening")
-        self.transport.write(data, _normalise(addr))
+        try:
+            self.transport.write(data, _normalise(addr))
+        except SEND_ERRORS as exc:
+            self.metrics.inc("sipd_sip_send_errors_total", kind=type(exc).__name__)
+            raise send_error(addr, exc) from exc
         # Counted from the start line's bytes: no parsing on the way out.
         if data.startswith(b"SIP/2.0 "):
             self.metrics.inc(
@@ -185,6 +167,8 @@ class SipDatagramProtocol(DatagramProtocol):
         if self._handler is None:
             return
         try:
+            if self.screen is not None and self.screen(message, source):
+                return
             check_headers(message)
             if isinstance(message, Request):
                 self.metrics.inc("sipd_sip_requests_received_total", method=message.method)
@@ -213,7 +197,7 @@ class SipDatagramProtocol(DatagramProtocol):
 
     def _reject(self, data: bytes, exc: SipParseError, source: Addr) -> None:
         self._count_bad(exc, source)
-        salvaged = error_response_bytes(data, exc)
+        salvaged = error_response_bytes(data, exc, source)
         if salvaged is None:
             return
         raw, via_addr = salvaged

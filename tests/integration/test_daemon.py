@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 from twisted.internet import defer, task
 
-from tests.conftest import SIPP, SippFactory, free_udp_port, get_reactor
+from tests.conftest import SIPP, SippFactory, free_port_range, free_udp_port, get_reactor
 
 ROOT = Path(__file__).resolve().parents[2]
 #: ``twistd`` from the running interpreter (no dependence on PATH or a venv's bin/).
@@ -55,12 +55,9 @@ def free_tcp_port() -> int:
 
 
 def free_media_range(size: int = 40) -> tuple[int, int]:
-    """An even-aligned RTP range whose first port was free a moment ago."""
-    for _ in range(50):
-        low = free_udp_port() & ~1
-        if low >= 1024 and low + size < 65535:
-            return low, low + size - 1
-    raise AssertionError("no free UDP port range found")
+    """An even-aligned RTP range whose ports were all free a moment ago."""
+    low = free_port_range(size)
+    return low, low + size - 1
 
 
 def write_config(
@@ -593,3 +590,26 @@ def test_unknown_http_paths_are_404(tmp_path: Path) -> None:
         for path in ("/nope", "/", "/metrics.json"):
             code, _, _ = daemon.get(path)
             assert code == 404, path
+
+
+def test_a_vanished_caller_is_ended_by_the_media_timeout_and_leaves_no_call(
+    tmp_path: Path,
+) -> None:
+    """sipp answers nothing after its ACK: the daemon BYEs it and /status lists no call."""
+    config = tmp_path / "sipd.yaml"
+    doc = write_config(config)
+    doc["media"]["timeout"] = 1.5
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    scenario = (ROOT / "tests" / "interop" / "scenarios" / "uac_vanish.xml").read_text()
+    with (
+        running_daemon(tmp_path, config) as daemon,
+        sipp_script(tmp_path, scenario, f"127.0.0.1:{daemon.sip_port}") as run,
+    ):
+        assert run.proc.wait(15) == 0, f"sipp got no BYE\n{run.report()}\n{daemon.report()}"
+        deadline = time.monotonic() + 5
+        while daemon.status()["calls"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert daemon.status()["calls"] == [], daemon.status()
+        assert daemon.metrics()["sipd_active_calls"] == 0
+    log = daemon.log()
+    assert re.search(r"CDR call_id=\S+ .*outcome=CallFailed .*->Terminated", log), log

@@ -5,11 +5,18 @@ services) is recorded in the call's :class:`Recorder` together with the index
 of the table row whose actions issued it, so a test can compare what one row
 did with what the row says. The fakes never post events by themselves: a
 test plays the network and posts the answers.
+
+The fake peer's 2xx to our INVITE takes the session timer we offer with us as
+the refresher (``Call.answer_extra``); a UAS call's INVITE asks for none and
+does not support timers, so that session refreshes with our own interval.
+A test changes either, and a call's settings (``Call.configure``), before
+the call starts.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,8 +48,10 @@ __all__ = [
     "PEER_PORT",
     "Call",
     "FakeMedia",
+    "FakeMediaSession",
     "FakeServices",
     "FakeSignalling",
+    "FakeStream",
     "Recorder",
     "World",
     "answer_sdp",
@@ -105,7 +114,7 @@ def _head(
 
 
 def sip_request(method: str, body: bytes = b"", *, cseq: int = 1, extra: str = "") -> Request:
-    """A request from the peer, parsed from its wire form."""
+    """A request from the peer, parsed from its wire form (``extra``: header lines, CRLF-joined)."""
     data = _head(f"{method} {OUR_URI} SIP/2.0", method, cseq, body, extra, ";tag=our-tag", PEER_URI)
     message = parse_message(data)
     assert isinstance(message, Request)
@@ -113,10 +122,17 @@ def sip_request(method: str, body: bytes = b"", *, cseq: int = 1, extra: str = "
 
 
 def sip_response(
-    status: int, reason: str, body: bytes = b"", *, method: str = "INVITE", contact: str = PEER_URI
+    status: int,
+    reason: str,
+    body: bytes = b"",
+    *,
+    method: str = "INVITE",
+    contact: str = PEER_URI,
+    extra: str = "",
 ) -> Response:
-    """A response from the peer to our ``method`` (a 3xx: ``contact`` is where it sends us)."""
-    data = _head(f"SIP/2.0 {status} {reason}", method, 1, body, "", ";tag=peer-to-tag", contact)
+    """A response from the peer to our ``method`` (a 3xx: ``contact`` is where it sends us;
+    ``extra``: header lines, CRLF-joined)."""
+    data = _head(f"SIP/2.0 {status} {reason}", method, 1, body, extra, ";tag=peer-to-tag", contact)
     message = parse_message(data)
     assert isinstance(message, Response)
     return message
@@ -158,9 +174,14 @@ class FakeSignalling:
         self.remote_target: Uri | None = parse_uri(PEER_URI)
         #: The last SDP we sent (INVITE, 200 OK, re-INVITE), for the peer to answer.
         self.sent_sdp = b""
+        #: The extra headers of our last INVITE, 200 OK to the INVITE, and answer to a re-offer.
+        self.invite_headers: list[tuple[str, str]] = []
+        self.ok_headers: list[tuple[str, str]] = []
+        self.reoffer_headers: list[tuple[str, str]] = []
 
     def invite(self, target: Uri, sdp: bytes, headers: Any, proxy: Uri | None) -> None:
         self.call_id, self.sent_sdp = "call-1@test", sdp
+        self.invite_headers = list(headers)
         self.record("invite", str(target))
 
     def ack(self) -> None:
@@ -175,27 +196,39 @@ class FakeSignalling:
     def ringing(self) -> None:
         self.record("ringing")
 
-    def answer(self, sdp: bytes) -> None:
-        self.sent_sdp = sdp
+    def answer(self, sdp: bytes, headers: Any = ()) -> None:
+        self.sent_sdp, self.ok_headers = sdp, list(headers)
         self.record("answer")
 
     def reject(self, status: int, reason: str | None = None, headers: Any = ()) -> None:
         self.record("reject", status, reason)
 
-    def reinvite(self, sdp: bytes) -> None:
+    def reinvite(self, sdp: bytes, headers: Any = ()) -> None:
         self.sent_sdp = sdp
+        self.sent_headers = list(headers)
         offer = parse_sdp(sdp)
         assert offer.audio is not None
         self.record("reinvite", offer.direction_of(offer.audio).value)
 
     def answer_reoffer(self, txn: Any, status: int, sdp: bytes = b"", headers: Any = ()) -> None:
+        self.reoffer_headers = list(headers)
         self.record("answer_reoffer", txn, status)
 
     def refer(self, target: str) -> None:
         self.record("refer", target)
 
-    def answer_request(self, txn: Any, status: int) -> None:
-        self.record("answer_request", txn, status)
+    def answer_request(self, txn: Any, status: int, headers: Any = ()) -> None:
+        self.record("answer_request", txn, status, tuple(headers))
+
+    def refresh(self, method: str, sdp: bytes | None, headers: Any) -> None:
+        """Recorded as ("refresh", method, direction of the SDP offered or None, headers)."""
+        direction = None
+        if sdp is not None:
+            self.sent_sdp = sdp
+            offer = parse_sdp(sdp)
+            assert offer.audio is not None
+            direction = offer.direction_of(offer.audio).value
+        self.record("refresh", method, direction, tuple(headers))
 
     def notify_refer(self, status: int, reason: str, *, final: bool) -> None:
         self.record("notify_refer", status, reason, final)
@@ -205,12 +238,21 @@ class FakeSignalling:
 
 
 @dataclass
+class FakeStream:
+    """What the session reads of the RTP stream: when RTP or RTCP from the peer last arrived."""
+
+    last_heard: float | None = None
+
+
+@dataclass
 class FakeMediaSession:
-    """What the session layer reads of its media: the local RTP port (for our SDP)."""
+    """What the session layer reads of its media: the local RTP port (for our SDP), and the
+    stream's ``last_heard`` (for the media timeout)."""
 
     port: int
     negotiation: NegotiationResult | None = None
     running: bool = False
+    stream: FakeStream = field(default_factory=FakeStream)
 
 
 class FakeMedia:
@@ -288,6 +330,14 @@ class Call:
         self.services = FakeServices(world, self.log)
         if role is Role.UAS:
             self.signalling.invite_request = sip_request("INVITE", offer_sdp())
+        #: Header lines of the peer's 2xx to our INVITE: it takes the interval we offer
+        #: (RFC 4028) and leaves the refreshes to us.
+        expires = world.config.session_expires
+        self.answer_extra = (
+            f"Session-Expires: {expires};refresher=uac\r\nRequire: timer" if expires else ""
+        )
+        #: Header lines of the peer's re-INVITEs (none: it asks for no session timer).
+        self.request_extra = ""
         uri = parse_uri(target)
         self.session = UnifiedSession(
             self.services,
@@ -300,6 +350,10 @@ class Call:
             target=uri if role is Role.UAC else None,
         )
         self.log.session = self.session
+
+    def configure(self, **changes: Any) -> None:
+        """This call's settings (SipdConfig fields) from now on; the world's stay as they are."""
+        self.services.config = dataclasses.replace(self.services.config, **changes)
 
 
 _BUILT: dict[tuple[int, Role], tuple[StateTable, MachineFactory]] = {}

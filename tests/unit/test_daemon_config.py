@@ -97,12 +97,31 @@ def test_a_bad_config_names_file_line_and_key(
     assert "\n" not in message
 
 
-def test_a_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
-    """Broken YAML is reported with the line where the parser stopped, not a traceback."""
+@pytest.mark.parametrize(
+    ("text", "line", "key", "why"),
+    [
+        ("sip:\n  listen: 127.0.0.1:5060\n name: x\n", 3, "sip.name", "expected <block end>"),
+        # The parser notices these a line (or a file) later than the mistake.
+        ("sip:\n  name: [a, b\nmedia:\n  dtmf: true\n", 2, "sip.name", "never closed with ']'"),
+        ('sip:\n  user_agent: "x\n  name: y\n', 2, "sip.user_agent", "quoted string"),
+        ("http: {listen: off\nsip: {}\n", 1, "http", "never closed with '}'"),
+        ("sip:\n  listen 127.0.0.1:5060\n  name: x\n", 2, "sip.listen", "missing ':'"),
+        ("media:\n  codecs:\n    - PCMU\n    - [PCMA\n\n", 4, "media.codecs", "never closed"),
+        ("timers:\n\tt1: 0.5\n", 2, "timers.t1", "'\\t'"),
+    ],
+)
+def test_a_yaml_syntax_error_names_file_line_and_key(
+    tmp_path: Path, text: str, line: int, key: str, why: str
+) -> None:
+    """Broken YAML is one line naming the line of the mistake and its key, not a traceback."""
     path = tmp_path / "broken.yaml"
-    path.write_text("sip:\n  listen: 127.0.0.1:5060\n name: x\n")
-    with pytest.raises(ConfigError, match=rf"^{path}:3: not valid YAML: "):
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
         load_config(str(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line}: {key}: not valid YAML: "), message
+    assert why in message, message
+    assert "\n" not in message
 
 
 def test_an_unreadable_config_file_is_named(tmp_path: Path) -> None:
@@ -161,11 +180,17 @@ def test_command_line_options_override_the_file(tmp_path: Path) -> None:
         (["--state-table", "/no/such/table.yaml"], "--state-table: file '/no/such/table.yaml'"),
     ],
 )
-def test_bad_command_line_options_are_usage_errors(args: list[str], message: str) -> None:
-    """A bad override is a usage error naming the option."""
-    with pytest.raises(usage.UsageError) as info:
+def test_bad_command_line_options_exit_with_one_line(args: list[str], message: str) -> None:
+    """A bad override exits (status 1) with one line naming the option, no usage text.
+
+    A ``usage.UsageError`` would make twistd print its 13-line usage first.
+    """
+    with pytest.raises(SystemExit) as info:
         _options(*args)
-    assert str(info.value).startswith(message), str(info.value)
+    assert not isinstance(info.value, usage.UsageError)
+    assert isinstance(info.value.code, str), info.value.code
+    assert info.value.code.startswith(message), info.value.code
+    assert "\n" not in info.value.code
 
 
 # -- twistd itself --------------------------------------------------------------------------
@@ -185,6 +210,7 @@ def _port_is_free(port: int, kind: int) -> bool:
         ("timers:\n  t2: -4\n", 8, "timers.t2: "),
         # The handler checks its own settings once the file itself is valid.
         ("handler:\n  name: queue\n  settings:\n    agents: 3\n", 10, "handler.settings.agents"),
+        ("sip:\n  name: [a\n", 8, "sip.name: not valid YAML"),
     ],
 )
 def test_twistd_with_a_bad_config_exits_before_binding_any_port(
@@ -210,9 +236,45 @@ def test_twistd_with_a_bad_config_exits_before_binding_any_port(
     assert result.returncode != 0, output
     assert f"{path}:{line}: {expected}" in output, output
     assert "Traceback" not in output, output
+    assert "Usage:" not in output and len(output.strip().splitlines()) == 1, output
     assert "listening on" not in output, output
     assert _port_is_free(sip_port, socket.SOCK_DGRAM)
     assert _port_is_free(http_port, socket.SOCK_STREAM)
+
+
+@pytest.mark.parametrize("taken", ["SIP", "HTTP"])
+def test_twistd_on_a_busy_port_says_so_in_one_line(tmp_path: Path, taken: str) -> None:
+    """Another program on the SIP (UDP) or HTTP (TCP) address: one line naming it, exit 1."""
+    kind = socket.SOCK_DGRAM if taken == "SIP" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as holder:
+        holder.bind(("127.0.0.1", 0))
+        if taken == "HTTP":
+            holder.listen(1)
+        busy = holder.getsockname()[1]
+        sip_port = busy if taken == "SIP" else free_udp_port()
+        http_port = busy if taken == "HTTP" else free_tcp_port()
+        listen = ("--listen", f"127.0.0.1:{sip_port}", "--http", f"127.0.0.1:{http_port}")
+        result = subprocess.run(
+            [*TWISTD, "-n", "--pidfile=", "sipd", *listen],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+            check=False,
+        )
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 1, output
+    option = "--listen or sip.listen" if taken == "SIP" else "--http or http.listen"
+    assert output == (
+        f"twistd sipd: cannot listen for {taken} on 127.0.0.1:{busy}: address already in use "
+        f"(choose another address with {option})"
+    )
+    # Nothing was bound: the other address is free too.
+    if taken == "SIP":
+        assert _port_is_free(http_port, socket.SOCK_STREAM)
+    else:
+        assert _port_is_free(sip_port, socket.SOCK_DGRAM)
 
 
 def test_twistd_listens_where_the_command_line_says(tmp_path: Path) -> None:

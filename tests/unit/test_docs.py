@@ -162,3 +162,149 @@ def test_relative_links_in_markdown_point_at_existing_files() -> None:
             if not (page.parent / target).exists():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
     assert broken == []
+
+
+# -- names the docs mention exist ------------------------------------------------------------
+_PAGES = [README, *sorted(DOCS.glob("*.md"))]  # not CHANGELOG.md: it names what used to be
+_DOTTED = re.compile(r"`(sipd(?:\.\w+)+)")
+#: How docs/api.md's method headings name an object (``peer.call(...)``).
+_OBJECTS = {
+    "SimplePeer": "SimplePeer",
+    "peer": "SimplePeer",
+    "incoming": "IncomingCall",
+    "call": "Call",
+    "UnifiedCoordinator": "UnifiedCoordinator",
+    "coordinator": "UnifiedCoordinator",
+    "session": "UnifiedSession",
+    "invite": "InviteDetails",
+}
+
+
+def _resolve(dotted: str) -> object:
+    """Import the longest module prefix of ``dotted`` and look the rest up in it."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target: object = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            target = getattr(target, name)
+        return target
+    raise ModuleNotFoundError(dotted)
+
+
+def test_api_md_lists_exactly_the_exported_names() -> None:
+    """The export list at the top of docs/api.md is sipd.__all__: nothing missing, nothing old."""
+    text = API.read_text(encoding="utf-8")
+    listed = text.split("The names exported\nby `sipd` are:", 1)[1].split("\n## ", 1)[0]
+    names = re.findall(r"`([A-Za-z_]\w*)`", listed)
+    assert sorted(names) == sorted(sipd.__all__)
+    assert f'`__version__` (`"{sipd.__version__}"`)' in listed
+
+
+def test_sipd_paths_named_in_the_docs_exist() -> None:
+    """Every `sipd.module.Name` in README.md and docs/*.md imports (renames break docs)."""
+    missing = []
+    for page in _PAGES:
+        for dotted in sorted(set(_DOTTED.findall(page.read_text(encoding="utf-8")))):
+            try:
+                _resolve(dotted)
+            except (ImportError, AttributeError):
+                missing.append(f"{page.relative_to(ROOT)}: {dotted}")
+    assert missing == []
+
+
+def test_imports_in_the_docs_python_blocks_exist() -> None:
+    """Every ``from sipd... import X`` in README.md and docs/*.md names something real."""
+    missing = []
+    for page in _PAGES:
+        for line, code in _blocks(page, "python"):
+            tree = ast.parse(code)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sipd"):
+                    for alias in node.names:
+                        try:
+                            _resolve(f"{node.module}.{alias.name}")
+                        except (ImportError, AttributeError):
+                            missing.append(f"{page.relative_to(ROOT)}:{line}: {alias.name}")
+    assert missing == []
+
+
+def test_methods_and_attributes_in_api_md_headings_exist() -> None:
+    """``#### `peer.call(...)` ``, ``call.hold()``, ``invite.redirect()``...: each is a member."""
+    text = API.read_text(encoding="utf-8")
+    headings = re.findall(r"^#{3,4} (.*)$", text, re.MULTILINE)
+    found, missing = 0, []
+    for heading in headings:
+        for obj, member in re.findall(r"`(\w+)\.(\w+)", heading):
+            if obj not in _OBJECTS:
+                continue
+            found += 1
+            cls = getattr(sipd, _OBJECTS[obj])
+            if not hasattr(cls, member):
+                missing.append(f"{obj}.{member} ({_OBJECTS[obj]})")
+    assert found >= 30, "the method headings of docs/api.md were not found"
+    assert missing == []
+
+
+def _config_keys(text: str) -> list[tuple[str, str]]:
+    """(section, key) for each key in the tables of "The config file" of docs/daemon.md."""
+    part = text.split("## The config file", 1)[1].split("\n## ", 1)[0]
+    keys = []
+    for block in part.split("\n### ")[1:]:
+        heading, _, body = block.partition("\n")
+        section = heading.strip().strip("`")
+        for row in re.findall(r"^\| (`[^|]+) \|", body, re.MULTILINE):
+            for key in re.findall(r"`([\w.]+)`", row):
+                if section.startswith("Other"):
+                    top, _, sub = key.partition(".")
+                    keys.append((top, sub))
+                else:
+                    keys.append((section, key))
+    return keys
+
+
+def test_config_keys_in_daemon_md_are_keys_the_daemon_reads() -> None:
+    """Each key documented under "The config file" is one the config parser knows."""
+    from sipd.daemon.config import parse_config
+    from sipd.errors import ConfigError
+
+    keys = _config_keys((DOCS / "daemon.md").read_text(encoding="utf-8"))
+    assert ("sip", "listen") in keys and ("http", "listen") in keys
+    unknown = []
+    for section, key in keys:
+        doc = f"{section}: ~\n" if not key else f"{section}:\n  {key}: ~\n"
+        try:
+            parse_config(doc, "doc.yaml")
+        except ConfigError as exc:
+            if "unknown key" in str(exc):
+                unknown.append(f"{section}.{key}" if key else section)
+    assert unknown == []
+
+
+def test_command_line_options_in_daemon_md_exist() -> None:
+    """The options table of docs/daemon.md names only options ``twistd sipd`` takes."""
+    from sipd.tap import Options
+
+    text = (DOCS / "daemon.md").read_text(encoding="utf-8")
+    table = text.split("### Command-line options", 1)[1].split("\n### ", 1)[0]
+    documented = set(re.findall(r"^\| `--([\w-]+)`", table, re.MULTILINE))
+    known = {long for long, *_ in Options.optParameters}
+    assert documented and documented <= known, documented - known
+
+
+def test_twistd_commands_in_the_docs_leave_no_pid_file_in_the_checkout() -> None:
+    """Each twistd command shown says where its pid file goes (``--pidfile=``: none)."""
+    commands = [
+        (page, line)
+        for page in _PAGES
+        for _, code in _blocks(page, "sh")
+        for line in code.splitlines()
+        if re.search(r"\btwistd\b", line) and not line.lstrip().startswith("#")
+    ]
+    assert commands, "README.md should show how to start the daemon"
+    careless = [
+        f"{page.relative_to(ROOT)}: {line}" for page, line in commands if "--pidfile" not in line
+    ]
+    assert careless == []

@@ -57,8 +57,8 @@ class Core:
             assert self.machine is not None
             self.machine.post(Event("Poke"))
 
-    def timer_delay(self, delay: str) -> float:
-        return self.delays[delay]
+    def timer_deadline(self, delay: str, entered_at: float) -> float | None:
+        return entered_at + self.delays[delay]
 
     def timer_event(self, event: str) -> object:
         return Event(event)

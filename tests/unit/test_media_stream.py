@@ -332,6 +332,25 @@ def test_second_dtmf_request_queues_behind_the_first() -> None:
     assert digits == ["4"] * 7 + ["#"] * 7
 
 
+@pytest.mark.parametrize(("ticks", "delivered"), [(0, False), (5, False), (9, True), (12, True)])
+def test_dtmf_counts_as_sent_once_the_last_digit_started_when_the_call_ends(
+    ticks: int, delivered: bool
+) -> None:
+    """The peer hangs up on "#" (reported on its first packet) before its End packets:
+    send_dtmf("1#") fires normally. Ended before "#" started, it fails with CallStateError.
+    "1" takes ticks 1-5, the gap 6-8, so "#" starts on tick 9."""
+    stream = make_stream(Wire())
+    d = stream.queue_dtmf("1#")
+    for _ in range(ticks):
+        stream.tick()
+    assert not d.called
+    stream.close()
+    if delivered:
+        assert d.called and d.result is None
+    else:
+        assert _failure_of(d).check(CallStateError)
+
+
 def test_dtmf_after_a_pause_starts_at_the_current_time() -> None:
     """In pause mode an event after idle slots is stamped with the time it really starts."""
     wire = Wire()

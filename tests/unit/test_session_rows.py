@@ -4,10 +4,17 @@ No sockets: each session gets fake ports (:mod:`tests.unit.session_fakes`)
 that record the commands it gives, and a :class:`~twisted.internet.task.Clock`.
 For every row and every role that reaches the row's state, a fresh session is
 brought into that state by a recipe of events, the row's event is posted (or,
-for a timer's event, the clock is advanced until the state's timer fires), and
-the test checks that exactly that row was taken, that the commands its actions
-gave are the ones the row's actions name, and what the state timers did. The
-session is then driven to a final state, where no timer may be left.
+for a timer's event, the clock is advanced until that timer of the state
+fires), and the test checks that exactly that row was taken, that the commands
+its actions gave are the ones the row's actions name, and what the state
+timers did. The session is then driven to a final state, where no timer may be
+left.
+
+By default both roles end up with an RFC 4028 session timer that we refresh
+(the UAC's 2xx grants the 1800 s it asks for; the UAS's INVITE does not
+support timers, so we time it with our own interval) and a media timeout of
+60 s in Active; the events of the timer rows prepare what they need (who
+refreshes, a short interval, the media timeout).
 
 A row added to the table without a recipe for its state or an event for its
 guards fails :func:`test_every_row_is_exercised`.
@@ -63,6 +70,78 @@ class Make:
 
 TIMER = Make(None)
 
+#: Header lines: the peer lists UPDATE (so refreshes are UPDATEs) and supports timers.
+ALLOW_UPDATE = "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, REFER, NOTIFY"
+PEER_TIMER = "Supported: timer"
+
+
+def _session_timer(
+    interval: int, *, we_refresh: bool, allow: str = ALLOW_UPDATE
+) -> Callable[[Call], None]:
+    """The session will have an RFC 4028 timer of ``interval`` s, refreshed by us or the peer.
+
+    UAC: the peer's 2xx says so (``refresher`` names the side of our INVITE);
+    UAS: the peer's INVITE asks for it (``refresher`` names the peer's side). The peer's
+    re-INVITEs ask for the same.
+    """
+
+    def prepare(call: Call) -> None:
+        call.request_extra = "\r\n".join(
+            [f"Session-Expires: {interval};refresher={'uas' if we_refresh else 'uac'}", PEER_TIMER]
+        )
+        if call.session.role is Role.UAC:
+            side = "uac" if we_refresh else "uas"
+            lines = [f"Session-Expires: {interval};refresher={side}", "Require: timer", allow]
+            call.answer_extra = "\r\n".join(line for line in lines if line)
+        else:
+            side = "uas" if we_refresh else "uac"
+            lines = [f"Session-Expires: {interval};refresher={side}", PEER_TIMER, allow]
+            extra = "\r\n".join(line for line in lines if line)
+            call.signalling.invite_request = sip_request("INVITE", offer_sdp(), extra=extra)
+
+    return prepare
+
+
+def _refresh_due(call: Call) -> None:
+    """We refresh a 120 s session: the refresh is due at 60 s, before anything else."""
+    call.configure(media_timeout=0)
+    _session_timer(120, we_refresh=True)(call)
+
+
+def _expiring(call: Call) -> None:
+    """The peer refreshes a 2 s session (min_se 1, for the test): it expires at 2 - 2/3 s.
+
+    That is before the glare wait of HoldGlare/ResumeGlare, fixed here at its longest for
+    the side that does not own the Call-ID (RFC 3261 §14.1: 0-2 s), which would otherwise
+    be drawn at random and could fire first.
+    """
+    call.configure(media_timeout=0, min_se=1)
+    _session_timer(2, we_refresh=False)(call)
+    call.session._glare = (call.world.clock.seconds(), 1.99)
+
+
+def _media_timeout(call: Call) -> None:
+    """A 5 s media timeout; the fake stream never hears from the peer."""
+    call.configure(media_timeout=5)
+
+
+def _answered(call: Call) -> ev.CallEvent:
+    """The peer's 2xx with its answer to our offer (and its session timer, ``answer_extra``)."""
+    body = answer_sdp(call.signalling.sent_sdp)
+    return ev.Answered(sip_response(200, "OK", body, extra=call.answer_extra))
+
+
+def _remote_refresh(call: Call) -> ev.CallEvent:
+    """The peer refreshes with an UPDATE without a body, asking to refresh 120 s itself."""
+    extra = f"Session-Expires: 120;refresher=uac\r\n{PEER_TIMER}"
+    return ev.RemoteRefresh(sip_request("UPDATE", cseq=2, extra=extra), new_txn())
+
+
+def _refresh_answered(call: Call) -> ev.CallEvent:
+    """The 2xx to our refresh UPDATE: 120 s, and we go on refreshing."""
+    extra = "Session-Expires: 120;refresher=uac\r\nRequire: timer"
+    return ev.RefreshAnswered(sip_response(200, "OK", method="UPDATE", extra=extra))
+
 
 def _delayed_offer(call: Call) -> None:
     call.signalling.invite_request = sip_request("INVITE")  # no SDP: our 200 makes the offer
@@ -79,7 +158,11 @@ def _ack_with_answer(call: Call) -> ev.CallEvent:
 
 
 def _reinvite(body: bytes) -> Make:
-    return Make(lambda call: ev.RemoteReinvite(sip_request("INVITE", body, cseq=2), new_txn()))
+    def build(call: Call) -> ev.CallEvent:
+        request = sip_request("INVITE", body, cseq=2, extra=call.request_extra)
+        return ev.RemoteReinvite(request, new_txn())
+
+    return Make(build)
 
 
 def _refer(allowed: bool) -> Make:
@@ -95,9 +178,7 @@ def _const(event: ev.CallEvent) -> Make:
 EVENTS: dict[Key, Make] = {
     ("MakeCall", ()): _const(ev.MakeCall()),
     ("Provisional", ()): Make(lambda c: ev.Provisional(sip_response(180, "Ringing"))),
-    ("Answered", ("AnswerAcceptable",)): Make(
-        lambda c: ev.Answered(sip_response(200, "OK", answer_sdp(c.signalling.sent_sdp)))
-    ),
+    ("Answered", ("AnswerAcceptable",)): Make(_answered),
     ("Answered", ()): Make(lambda c: ev.Answered(sip_response(200, "OK"))),  # no SDP answer
     ("AnswerRefused", ()): _const(ev.AnswerRefused(403, "Forbidden")),
     ("Rejected", ("RedirectAllowed",)): Make(
@@ -124,6 +205,7 @@ EVENTS: dict[Key, Make] = {
     ("AckReceived", ("AckAnswerUsable",)): Make(_ack_with_answer),
     ("AckReceived", ()): Make(lambda c: ev.AckReceived(sip_request("ACK")), _delayed_offer),
     ("AckTimeout", ()): _const(ev.AckTimeout()),
+    ("TransportFailed", ()): _const(ev.TransportFailed(503, "cannot send our response")),
     ("RemoteBye", ()): Make(lambda c: ev.RemoteBye(sip_request("BYE", cseq=3))),
     ("ByeCompleted", ()): _const(ev.ByeCompleted(200)),
     ("ReinviteAnswered", ()): Make(
@@ -145,6 +227,15 @@ EVENTS: dict[Key, Make] = {
     ("ReferredCallAnswered", ()): _const(ev.ReferredCallAnswered()),
     ("ReferredCallFailed", ()): _const(ev.ReferredCallFailed(486, "Busy Here")),
     ("Replaced", ()): Make(lambda c: ev.Replaced(c.world.call(Role.UAS).session)),
+    ("SessionRefreshDue", ()): Make(None, _refresh_due),
+    ("SessionExpired", ()): Make(None, _expiring),
+    ("MediaTimeout", ()): Make(None, _media_timeout),
+    ("RefreshAnswered", ()): Make(_refresh_answered),
+    ("RefreshFailed", ("RefreshGone",)): _const(
+        ev.RefreshFailed(481, "Call/Transaction Does Not Exist")
+    ),
+    ("RefreshFailed", ()): _const(ev.RefreshFailed(500, "Server Internal Error")),
+    ("RemoteRefresh", ()): Make(_remote_refresh),
 }
 
 # -- recipes: the events that bring a fresh session into each state ------------------------
@@ -224,11 +315,21 @@ def _answer_reinvite(row: Row, event: Any, call: Call) -> list[tuple[Any, ...]]:
 
 def _accept_refer(row: Row, event: Any, call: Call) -> list[tuple[Any, ...]]:
     return [
-        ("answer_request", event.txn, 202),
+        ("answer_request", event.txn, 202, ()),
         ("notify_refer", 100, "Trying", False),
         ("place_call", event.target, ()),
         ("offer_transfer",),
     ]
+
+
+def _send_refresh(row: Row, event: Any, call: Call) -> list[tuple[Any, ...]]:
+    # _refresh_due: a peer that lists UPDATE; the interval is the one in force (a re-INVITE
+    # from the peer on the way, as in RemoteHold's recipe, may have set our own).
+    session = call.session
+    assert session.session_timer is not None
+    interval, min_se = session.session_timer.interval, session.config.min_se
+    headers = (("Session-Expires", f"{interval};refresher=uac"), ("Min-SE", str(min_se)))
+    return [("refresh", "UPDATE", None, headers)]
 
 
 COMMANDS: dict[str, Cmds] = {
@@ -266,13 +367,25 @@ COMMANDS: dict[str, Cmds] = {
     "NotifyTransferred": _none,
     "NotifyTransferFailed": _none,
     "AcceptRefer": _accept_refer,
-    "RejectRefer": lambda row, event, call: [("answer_request", event.txn, 603)],
+    "RejectRefer": lambda row, event, call: [("answer_request", event.txn, 603, ())],
     "NotifyReferSuccess": _cmd("notify_refer", 200, "OK", True),
     "NotifyReferFailure": lambda row, event, call: [
         ("notify_refer", event.status, event.reason, True)
     ],
     "AnswerReplacement": _none,  # it queues an Accept: see FOLLOW_UPS
     "NotifyReplaced": _none,
+    "SendRefresh": _send_refresh,
+    "ApplyRefresh": _none,
+    "RetryRefresh": _none,
+    # The peer's UPDATE asked to refresh 120 s itself and supports timers (_remote_refresh).
+    "AnswerRefresh": lambda row, event, call: [
+        (
+            "answer_request",
+            event.txn,
+            200,
+            (("Session-Expires", "120;refresher=uac"), ("Require", "timer")),
+        )
+    ],
 }
 #: Actions that post an event of their own: the rows that event takes next.
 FOLLOW_UPS = {"AnswerReplacement": [("Incoming", "Accept")]}
@@ -302,11 +415,42 @@ def post(call: Call, key: Key) -> None:
     check_timer(call)
 
 
+def state_timers(call: Call) -> dict[str, Any]:
+    """The session's pending state timers by event name.
+
+    Each is the machine's ``_timer_fired(timers, spec)`` scheduled on the world's clock.
+    """
+    machine = call.session.machine
+    return {
+        pending.args[1].event: pending
+        for pending in call.world.clock.getDelayedCalls()
+        if getattr(pending.func, "__self__", None) is machine
+    }
+
+
+def expected_timers(call: Call) -> set[str]:
+    """The timers of the session's state that have a deadline now (no deadline, no timer)."""
+    session = call.session
+    timer = session.session_timer
+    has_deadline = {
+        "ring_timeout": True,
+        "glare": True,
+        "session_refresh": timer is not None
+        and timer.we_refresh
+        and session.refresh_sent_at is None,
+        "session_expiry": timer is not None,
+        "media_timeout": bool(session.config.media_timeout) and session.media is not None,
+    }
+    return {spec.event for spec in session.state_info.timers if has_deadline[spec.delay]}
+
+
 def check_timer(call: Call) -> None:
-    """A session has a pending timer exactly while its state owns one."""
+    """A session has a pending timer for each timer of its state that has a deadline, and the
+    clock holds nothing but the state timers of the world's sessions."""
+    assert set(state_timers(call)) == expected_timers(call), call.session.state
+    machines = {c.session.machine for c in call.world.calls}
     pending = call.world.clock.getDelayedCalls()
-    timer = call.session.state_info.timer
-    assert len(pending) == (0 if timer is None else 1), (call.session.state, pending)
+    assert all(getattr(p.func, "__self__", None) in machines for p in pending), pending
 
 
 def cases() -> list[Any]:
@@ -358,15 +502,17 @@ def test_row(row: Row, role: Role) -> None:
     outcome: list[object] = []
     probe.addBoth(outcome.append)
     session.operations.append(probe)
-    timers_before: list[Any] = list(clock.getDelayedCalls())  # the Clock hands out its live list
+    timers_before = state_timers(call)
     mark, steps_before = call.log.mark(), len(session.history)
 
-    state_timer = TABLE.state_info(row.state).timer
+    owns_timers = bool(TABLE.state_info(row.state).timers)
+    fired = None
     if make.build is None:  # a timer's row: only the clock may take it
-        assert state_timer is not None and state_timer.event == row.event
-        [timer] = timers_before
-        clock.advance(timer.getTime() - clock.seconds())
-        assert timer.called
+        fired = timers_before[row.event]
+        others = [p for p in clock.getDelayedCalls() if p is not fired]
+        assert all(p.getTime() > fired.getTime() for p in others), "another timer fires first"
+        clock.advance(fired.getTime() - clock.seconds())
+        assert fired.called
         event = session.history[steps_before].event
     else:
         event = make.build(call)
@@ -393,13 +539,16 @@ def test_row(row: Row, role: Role) -> None:
     if row.is_ignore:
         assert first.ignored and call.log.since(mark) == []
 
-    # State timers: a row that leaves a timer's state cancels it (or it fired); one that
-    # stays keeps the same timer; the new state has a timer exactly when it owns one.
-    if state_timer is not None and row.next_state != row.state:
-        [old] = timers_before
-        assert old.called if make.build is None else old.cancelled, old
-    elif state_timer is not None:
-        assert clock.getDelayedCalls() == timers_before
+    # State timers: a row that leaves a state cancels its timers (but the one that fired);
+    # one that stays keeps each timer that still has a deadline (moved, if need be); the
+    # new state has a timer for each of its timers that has a deadline.
+    if owns_timers and row.next_state != row.state:
+        for pending in timers_before.values():
+            assert pending.called if pending is fired else pending.cancelled, pending
+    elif owns_timers:
+        for name, pending in state_timers(call).items():
+            if name in timers_before and timers_before[name] is not fired:
+                assert pending is timers_before[name], name
     check_timer(call)
 
     check_notifications(row, event, call, answered_before, probe, outcome)
@@ -526,7 +675,7 @@ def test_glare_timer_waits_as_rfc_3261_says(role: Role, low: float, high: float)
         call = world.call(role)
         for key in RECIPES[role]["HoldGlare"]:
             post(call, key)
-        [timer] = world.clock.getDelayedCalls()
+        timer = state_timers(call)["GlareRetry"]
         assert low <= timer.getTime() - world.clock.seconds() <= high
 
 
@@ -555,3 +704,282 @@ def test_old_format_table_names_what_to_add(tmp_path: Path) -> None:
         "add 'answer: 480'",
     ]:
         assert expected in text, f"{expected!r} not in:\n{text}"
+
+
+# -- session timers (RFC 4028) and the media timeout, over time -----------------------------
+def _active(role: Role, prepare: Callable[[Call], None] | None = None, **config: Any) -> Call:
+    """A call of ``role`` answered at time 0 (``prepare`` and ``config`` applied first)."""
+    call = World(TABLE).call(role)
+    if config:
+        call.configure(**config)
+    if prepare is not None:
+        prepare(call)
+    for key in ANSWERED[role]:
+        post(call, key)
+    assert call.session.state == "Active"
+    return call
+
+
+def _no_session_timer(call: Call) -> None:
+    call.answer_extra = ""  # the peer's 2xx sets no session timer
+
+
+def _deadlines(call: Call) -> dict[str, float]:
+    return {name: pending.getTime() for name, pending in state_timers(call).items()}
+
+
+def _finish(call: Call) -> None:
+    """From Terminating: the BYE's 200; then nothing may be left on the clock."""
+    post(call, ("ByeCompleted", ()))
+    assert call.session.is_ended
+    assert call.world.clock.getDelayedCalls() == []
+
+
+def _refresh_headers(interval: int) -> tuple[tuple[str, str], ...]:
+    return (("Session-Expires", f"{interval};refresher=uac"), ("Min-SE", "90"))
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_refresher_refreshes_at_half_the_interval(role: Role) -> None:
+    """RFC 4028 §10: the refresher refreshes at half the interval (§7.4: UPDATE with
+    Session-Expires naming itself, refresher=uac); none is due while one is out, and the 2xx
+    restarts the interval (§7.2), moving the timers rather than replacing them."""
+    call = _active(role, _session_timer(120, we_refresh=True), media_timeout=0)
+    clock = call.world.clock
+    assert _deadlines(call) == {"SessionRefreshDue": 60, "SessionExpired": 120}
+    expiry = state_timers(call)["SessionExpired"]
+    mark = call.log.mark()
+    clock.advance(60)
+    assert call.log.since(mark) == [("refresh", "UPDATE", None, _refresh_headers(120))]
+    assert _deadlines(call) == {"SessionExpired": 120}
+    clock.advance(1)
+    post(call, ("RefreshAnswered", ()))
+    assert _deadlines(call) == {"SessionRefreshDue": 121, "SessionExpired": 181}
+    assert state_timers(call)["SessionExpired"] is expiry
+    post(call, HANGUP)
+    assert expiry.cancelled
+    _finish(call)
+
+
+@pytest.mark.parametrize("role", list(Role))
+@pytest.mark.parametrize(("interval", "ends_at"), [(120, 88), (90, 60), (1800, 1768)])
+def test_the_side_that_does_not_refresh_ends_the_call_before_the_interval(
+    role: Role, interval: int, ends_at: float
+) -> None:
+    """RFC 4028 §10: without a refresh, the side that does not refresh sends BYE
+    min(32, interval/3) seconds before the session expires; a refresh UPDATE from the peer
+    (answered 200 with Session-Expires and Require: timer, §9) restarts the interval."""
+    call = _active(role, _session_timer(interval, we_refresh=False), media_timeout=0)
+    clock, session = call.world.clock, call.session
+    assert _deadlines(call) == {"SessionExpired": ends_at}
+    clock.advance(10)
+    mark = call.log.mark()
+    request = sip_request(
+        "UPDATE", cseq=2, extra=f"Session-Expires: {interval};refresher=uac\r\n{PEER_TIMER}"
+    )
+    txn = new_txn()
+    assert session.post(ev.RemoteRefresh(request, txn))
+    headers = (("Session-Expires", f"{interval};refresher=uac"), ("Require", "timer"))
+    assert call.log.since(mark) == [("answer_request", txn, 200, headers)]
+    assert _deadlines(call) == {"SessionExpired": ends_at + 10}
+    clock.advance(ends_at - 0.001)
+    assert session.state == "Active"
+    mark = call.log.mark()
+    clock.advance(0.001)
+    assert session.state == "Terminating"
+    assert call.log.since(mark) == [("stop",), ("bye",)]
+    assert isinstance(session.failure, CallFailed)
+    assert "was not refreshed in time" in str(session.failure)
+    _finish(call)
+
+
+@pytest.mark.parametrize(
+    ("state", "direction"),
+    [("Active", "sendrecv"), ("OnHold", "sendonly"), ("RemoteHold", "recvonly")],
+)
+def test_without_update_the_refresh_is_a_reinvite_of_the_same_sdp(
+    state: str, direction: str
+) -> None:
+    """RFC 4028 §7.4: a peer whose Allow lacks UPDATE is refreshed with a re-INVITE offering
+    our current SDP unchanged (RFC 3264 §8: same version), so a hold stays a hold."""
+    call = _active(Role.UAC, _session_timer(120, we_refresh=True, allow=""), media_timeout=0)
+    for key in MID_CALL[state]:
+        post(call, key)
+    held = call.session.local_sdp
+    assert held is not None
+    mark = call.log.mark()
+    call.world.clock.advance(60)
+    [command] = call.log.since(mark)
+    assert command == ("refresh", "INVITE", direction, _refresh_headers(120))
+    assert call.signalling.sent_sdp == held.to_bytes()
+    assert call.session.state == state
+
+
+@pytest.mark.parametrize(
+    ("status", "method"), [(405, "INVITE"), (501, "INVITE"), (500, "UPDATE"), (491, "UPDATE")]
+)
+def test_a_refused_refresh_is_retried_shortly(status: int, method: str) -> None:
+    """A refused refresh that does not end the call is sent again after min(10, interval/8)
+    seconds; 405 or 501 say the peer has no UPDATE after all, so re-INVITE from then on."""
+    call = _active(Role.UAC, _session_timer(120, we_refresh=True), media_timeout=0)
+    clock = call.world.clock
+    clock.advance(60)
+    assert call.session.post(ev.RefreshFailed(status, "Refused"))
+    assert call.session.state == "Active"
+    assert _deadlines(call) == {"SessionRefreshDue": 70, "SessionExpired": 120}
+    mark = call.log.mark()
+    clock.advance(10)
+    [(name, sent, _, headers)] = call.log.since(mark)
+    assert (name, sent, headers) == ("refresh", method, _refresh_headers(120))
+
+
+@pytest.mark.parametrize("status", [408, 481])
+def test_a_refresh_that_finds_no_session_ends_the_call(status: int) -> None:
+    """RFC 4028 §10: a refresh that times out (408) or gets 481 ends the call with BYE."""
+    call = _active(Role.UAS, _session_timer(120, we_refresh=True), media_timeout=0)
+    call.world.clock.advance(60)
+    mark = call.log.mark()
+    assert call.session.post(ev.RefreshFailed(status, "Gone"))
+    assert call.session.state == "Terminating"
+    assert call.log.since(mark) == [("stop",), ("bye",)]
+    failure = call.session.failure
+    assert isinstance(failure, CallFailed) and f"failed: {status} Gone" in str(failure)
+    _finish(call)
+
+
+def test_a_refresh_answer_without_session_expires_turns_the_timer_off() -> None:
+    """RFC 4028 §7.2: a 2xx without Session-Expires from a peer that supports timers means
+    no session expiration: the session timers stop, the media timeout runs on."""
+    call = _active(Role.UAC, _session_timer(120, we_refresh=True), media_timeout=100)
+    call.world.clock.advance(59)
+    assert set(state_timers(call)) == {"SessionRefreshDue", "SessionExpired", "MediaTimeout"}
+    call.world.clock.advance(1)
+    answer = sip_response(200, "OK", method="UPDATE", extra="Supported: timer")
+    assert call.session.post(ev.RefreshAnswered(answer))
+    assert call.session.session_timer is None
+    assert set(state_timers(call)) == {"MediaTimeout"}
+
+
+def test_a_peer_without_timer_support_keeps_our_timer_going() -> None:
+    """A peer that does not support timers answers our refresh without Session-Expires: we
+    keep timing (and refreshing) the session ourselves, or the keep-alive would lapse."""
+    call = _active(Role.UAC, _session_timer(120, we_refresh=True), media_timeout=100)
+    call.world.clock.advance(60)
+    assert call.session.post(ev.RefreshAnswered(sip_response(200, "OK", method="UPDATE")))
+    assert call.session.session_timer is not None
+    assert call.session.refreshed_at == 60
+    assert set(state_timers(call)) == {"SessionRefreshDue", "SessionExpired", "MediaTimeout"}
+
+
+def test_the_media_timeout_follows_the_last_packet() -> None:
+    """The media timeout runs from the last RTP or RTCP heard: a packet moves it on without
+    an event, and silence for media_timeout seconds ends the call with BYE."""
+    call = _active(Role.UAC, _no_session_timer, media_timeout=5)
+    clock, session = call.world.clock, call.session
+    assert _deadlines(call) == {"MediaTimeout": 5}
+    clock.advance(3)
+    call.media.media.stream.last_heard = 3.0
+    steps = len(session.history)
+    clock.advance(2)
+    assert len(session.history) == steps  # the timer woke, saw the packet and waits on
+    assert _deadlines(call) == {"MediaTimeout": 8}
+    mark = call.log.mark()
+    clock.advance(3)
+    assert session.state == "Terminating"
+    assert call.log.since(mark) == [("stop",), ("bye",)]
+    failure = session.failure
+    assert isinstance(failure, CallFailed)
+    assert str(failure).startswith(f"no RTP or RTCP from {session.remote_uri} for 5s")
+    _finish(call)
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_the_media_timeout_runs_only_in_active(role: Role) -> None:
+    """On hold silence is expected: leaving Active stops the count, entering it again starts
+    a new one (from then, or from a later packet)."""
+    call = _active(role, media_timeout=5)
+    clock, session = call.world.clock, call.session
+    for key in HELD:
+        post(call, key)
+    assert session.state == "OnHold" and "MediaTimeout" not in state_timers(call)
+    clock.advance(100)
+    call.media.media.stream.last_heard = 50.0  # heard before the call is taken off hold
+    post(call, ("Resume", ()))
+    post(call, ("ReinviteAnswered", ()))
+    assert session.state == "Active"
+    assert state_timers(call)["MediaTimeout"].getTime() == 105
+    post(call, HANGUP)
+    _finish(call)
+
+
+def test_our_invite_asks_for_a_session_timer() -> None:
+    """RFC 4028 §7.1: our INVITE carries Session-Expires and Min-SE (none when
+    session_expires is 0), and a 2xx without Session-Expires means no timer (§7.2)."""
+    call = World(TABLE).call(Role.UAC)
+    post(call, MAKE)
+    assert call.signalling.invite_headers == [("Session-Expires", "1800"), ("Min-SE", "90")]
+    other = World(TABLE).call(Role.UAC)
+    other.configure(session_expires=0)
+    other.answer_extra = ""
+    post(other, MAKE)
+    assert other.signalling.invite_headers == []
+    post(other, ("Answered", ("AnswerAcceptable",)))
+    assert other.session.session_timer is None
+    assert set(state_timers(other)) == {"MediaTimeout"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "session_expires", "ok_headers", "timers"),
+    [
+        # A caller without timer support: our interval, refreshed by us.
+        ("", 1800, [("Session-Expires", "1800;refresher=uas")], {"Refresh": 900, "Expiry": 1800}),
+        # ... unless we have none of our own.
+        ("", 0, [], {}),
+        # A caller that supports timers and asks for none gets none.
+        (PEER_TIMER, 1800, [], {}),
+        # One that asks without naming the refresher refreshes itself (Require: timer).
+        (
+            f"Session-Expires: 300\r\n{PEER_TIMER}",
+            1800,
+            [("Session-Expires", "300;refresher=uac"), ("Require", "timer")],
+            {"Expiry": 300 - 32},
+        ),
+        # refresher=uac from a caller without timer support: we refresh.
+        (
+            "Session-Expires: 300;refresher=uac",
+            0,
+            [("Session-Expires", "300;refresher=uas")],
+            {
+                "Refresh": 150,
+                "Expiry": 300,
+            },
+        ),
+    ],
+)
+def test_our_200_says_which_session_timer_the_invite_gets(
+    extra: str, session_expires: int, ok_headers: list[tuple[str, str]], timers: dict[str, float]
+) -> None:
+    """RFC 4028 §9: the 200 to an INVITE carries the interval and the refresher chosen, with
+    Require: timer when the caller supports timers; the session's timers follow."""
+    call = World(TABLE).call(Role.UAS)
+    call.configure(session_expires=session_expires, media_timeout=0)
+    call.signalling.invite_request = sip_request("INVITE", offer_sdp(), extra=extra)
+    for key in ANSWERED[Role.UAS]:
+        post(call, key)
+    assert call.signalling.ok_headers == ok_headers
+    names = {"SessionRefreshDue": "Refresh", "SessionExpired": "Expiry"}
+    assert {names[name]: at for name, at in _deadlines(call).items()} == timers
+
+
+def test_a_reinvite_from_the_peer_refreshes_the_session() -> None:
+    """RFC 4028 §9: a re-INVITE is a refresh too: its 200 carries Session-Expires, and the
+    interval and refresher it settles replace the old ones."""
+    call = _active(Role.UAS, _session_timer(120, we_refresh=True), media_timeout=0)
+    call.world.clock.advance(30)
+    call.request_extra = f"Session-Expires: 600;refresher=uac\r\n{PEER_TIMER}"
+    post(call, ("RemoteReinvite", ()))
+    assert call.signalling.reoffer_headers == [
+        ("Session-Expires", "600;refresher=uac"),
+        ("Require", "timer"),
+    ]
+    assert _deadlines(call) == {"SessionExpired": 30 + 600 - 32}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sipd.errors import SipdError, StateTableError
-from sipd.session.diagram import edge_label, to_dot, to_mermaid
+from sipd.session.diagram import edge_label, state_notes, to_dot, to_mermaid
 from sipd.session.state_table import (
     GuardTest,
     Role,
@@ -434,3 +434,52 @@ def test_dot_output_is_a_digraph_with_labelled_edges_and_doubled_finals() -> Non
     assert edges == expected
     assert '    "Failed" [label="Failed", peripheries=2];' in text
     assert '    "__start" -> "Idle";' in text
+
+
+TIMERS = """
+version: 1
+initial: Idle
+states:
+  - Idle
+  - {name: Talking, timer: {event: Ping, delay: short},
+     timers: [{event: Expire, delay: long}, {event: Silence, delay: quiet}]}
+  - Done
+final: [Done]
+events: [Go, Ping, Expire, Silence]
+actions: [Note]
+transitions:
+  - {role: both, state: Idle, event: Go, actions: [Note], next: Talking}
+  - {role: both, state: Talking, event: Ping}
+  - {role: both, state: Talking, event: Expire, next: Done}
+  - {role: both, state: Talking, event: Silence, next: Done}
+"""
+
+
+def test_a_state_owns_every_timer_of_its_timer_and_timers_columns() -> None:
+    """``timer`` and the ``timers`` list add up, in that order; ``timer`` is the first."""
+    info = parse_state_table(TIMERS, SOURCE).state_info("Talking")
+    assert [(t.event, t.delay) for t in info.timers] == [
+        ("Ping", "short"),
+        ("Expire", "long"),
+        ("Silence", "quiet"),
+    ]
+    assert info.timer == info.timers[0]
+
+
+def test_diagrams_show_each_timer_of_a_state() -> None:
+    """Every timer a state owns gets its own note line, in the diagrams too."""
+    table = parse_state_table(TIMERS, SOURCE)
+    notes = [
+        "timer Ping after short",
+        "timer Expire after long",
+        "timer Silence after quiet",
+    ]
+    assert state_notes(table, "Talking") == notes
+    assert state_notes(table, "Idle") == []
+    lines = to_mermaid(table).splitlines()
+    assert [line for line in lines if line.startswith("    Talking : ")] == [
+        f"    Talking : {note}" for note in notes
+    ]
+    assert '"Talking" [label="Talking\\ntimer Ping after short\\ntimer Expire after long' in (
+        to_dot(table)
+    )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -199,6 +201,42 @@ def test_writer_file_is_valid_before_close(tmp_path: Path) -> None:
     writer.close()
     with pytest.raises(WavFormatError, match="closed"):
         writer.write(AudioFrame.silence())
+
+
+def test_writer_file_is_a_valid_empty_wav_from_the_start(tmp_path: Path) -> None:
+    """Before any frame the file is already a WAV with no samples, never 0 bytes."""
+    path = tmp_path / "empty.wav"
+    writer = WavWriter(path)
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()) == (
+            1,
+            2,
+            8000,
+            0,
+        )
+    writer.close()
+    assert len(read_wav(path)) == 0
+
+
+def test_an_unclosed_writer_collected_late_prints_nothing(tmp_path: Path) -> None:
+    """A writer dropped without close (a program stopped mid-call) leaves a valid file
+    and no ``__del__`` complaint, whatever order its objects are collected in."""
+    script = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from sipd.media.wav import WavWriter\n"
+        "w = WavWriter(sys.argv[1])\n"
+        "w.write(np.full(800, 5, dtype=np.int16))\n"
+        "cycle = [w]  # collected with everything else at exit, in no set order\n"
+        "cycle.append(cycle)\n"
+    )
+    path = tmp_path / "late.wav"
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert len(read_wav(path)) == 800
 
 
 def test_writer_refuses_frames_at_another_rate(tmp_path: Path) -> None:
