@@ -298,6 +298,8 @@ def main() -> int:
             ok = blaster.run(warmup, "warm-up")
             mark = ask(control, "MARK", args.settle) if ok else None
             if mark is not None:
+                if "traced_kb" in mark:
+                    print(f"fuzz: warm-up: Python heap {mark['traced_kb']} KiB", flush=True)
                 print(
                     f"fuzz: warm-up settled: rss {mark['rss_start_kb'] // 1024} MB at start, "
                     f"{mark['rss_mark_kb'] // 1024} MB after {warmup} datagrams (the baseline); "

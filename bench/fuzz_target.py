@@ -135,7 +135,11 @@ def _memory_report() -> dict[str, Any]:
         for stat in snapshot.statistics("lineno")[:15]
     ]
     types = Counter(type(o).__name__ for o in gc.get_objects())
-    return {"top_allocations": top, "object_counts": dict(types.most_common(15))}
+    return {
+        "traced_kb": tracemalloc.get_traced_memory()[0] // 1024,
+        "top_allocations": top,
+        "object_counts": dict(types.most_common(15)),
+    }
 
 
 def _config(args: argparse.Namespace) -> SipdConfig:

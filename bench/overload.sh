@@ -4,25 +4,32 @@
 # and cheaply, so that what is admitted completes.)
 #
 # The system under test is bench/accept_peer.py (answers every call, no media).
-# First the peer's capacity is measured: sipp's `uac` scenario at each rate of
-# PROBE_RATES for PROBE_SECONDS, and the highest rate at which every call
-# succeeded and sipp held the rate is the capacity (or give CAPACITY=<cps>).
-# Then sipp offers 1x, 1.5x and 2x that rate for STEP_SECONDS each, and the
-# script prints per level: offered calls, calls answered 200, calls completed
-# (INVITE ... BYE/200 all done), calls refused (503), the completed calls per
-# second (goodput) and how many answered calls did NOT complete. Last line:
+# First the peer's capacity is measured without overload control, as
+# bench/cps.sh does: sipp's `uac` scenario at each rate of PROBE_RATES for
+# PROBE_SECONDS; the highest rate at which every call succeeded and sipp held
+# the rate (95%) is the capacity (or give CAPACITY=<calls/s>). Then peers with
+# overload control on (the library defaults, plus PEER_SETTINGS), a fresh one
+# for each level, are offered 1x, 1.5x and 2x that rate for STEP_SECONDS
+# each, and the script
+# prints per level: offered calls, calls answered 200, calls completed
+# (INVITE ... BYE/200 all done), calls refused (503), failed calls, `lost`
+# (answered but not completed) and the goodput: calls completed per second
+# while the level was offered. Last line:
 #
 #   RESULT goodput_1x=<N> goodput_2x=<M> ratio=<M/N>
 #
-# Target: ratio >= 0.9, and every call that got a 200 completes (the column
-# `lost` is 0 at every level).
+# Target: ratio >= 0.9, and every call that got a 200 completes (`lost` is 0
+# at every level).
 #
 # Settings (environment): CAPACITY (skip the probe), PROBE_RATES (default
 # "200 300 400 500 600 700 800 900 1000"), PROBE_SECONDS (default 10),
 # STEP_SECONDS (default 30), LEVELS (default "1 1.5 2"), PEER_SETTINGS (extra
-# `--set KEY=VALUE` words for accept_peer.py, e.g. "overload_control=false"),
-# PEER (the peer script, default bench/accept_peer.py), SIPP (default /usr/bin/sipp). Runs on 127.0.0.1 only; every process it
-# starts is stopped by its PID, and every sipp run is bounded by `timeout`.
+# `KEY=VALUE` SipdConfig settings for the peer of the levels, e.g.
+# "overload_control=false" to see sipd without overload control), PEER (the
+# peer script, default bench/accept_peer.py), SIPP (default /usr/bin/sipp).
+# Runs on 127.0.0.1 only; every process it starts is stopped by its PID, and
+# every sipp run is bounded by `timeout`. The per-source INVITE limit is off
+# in accept_peer.py: all of sipp's calls come from one address.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -89,24 +96,37 @@ sum_cols() {
         END { print last + 0 }' "$1"
 }
 
-# -- start the peer ----------------------------------------------------------------
+# start_peer NAME SETTINGS...: start accept_peer.py with these --set KEY=VALUE
+# words; sets PEER_PID and PEER_PORT. stop_peer: SIGTERM by PID (then KILL).
+start_peer() {
+    local name="$1"
+    shift
+    local args=()
+    for kv in "$@"; do args+=(--set "$kv"); done
+    "$PY" "$PEER" --port 0 "${args[@]}" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    local launched=$!
+    for _ in $(seq 100); do
+        grep -q '^PORT ' "$WORK/$name.out" 2>/dev/null && break
+        sleep 0.1
+    done
+    PEER_PID="$(awk '/^PID / {print $2}' "$WORK/$name.out")"
+    PEER_PORT="$(awk '/^PORT / {print $2}' "$WORK/$name.out")"
+    if [[ -z "$PEER_PID" || -z "$PEER_PORT" || "$PEER_PID" != "$launched" ]]; then
+        echo "$PEER did not start:" >&2
+        cat "$WORK/$name.err" >&2
+        exit 2
+    fi
+    echo "$name: pid=$PEER_PID port=$PEER_PORT settings=[$*]"
+}
+stop_peer() {
+    kill -TERM "$PEER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$PEER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$PEER_PID" 2>/dev/null || true
+    PEER_PID=""
+}
+
 cd "$ROOT"
-SET_ARGS=()
-for kv in $PEER_SETTINGS; do SET_ARGS+=(--set "$kv"); done
-"$PY" "$PEER" --port 0 "${SET_ARGS[@]}" >"$WORK/peer.out" 2>"$WORK/peer.err" &
-LAUNCHED=$!
-for _ in $(seq 100); do
-    grep -q '^PORT ' "$WORK/peer.out" 2>/dev/null && break
-    sleep 0.1
-done
-PEER_PID="$(awk '/^PID / {print $2}' "$WORK/peer.out")"
-PEER_PORT="$(awk '/^PORT / {print $2}' "$WORK/peer.out")"
-if [[ -z "$PEER_PID" || -z "$PEER_PORT" || "$PEER_PID" != "$LAUNCHED" ]]; then
-    echo "accept_peer.py did not start:" >&2
-    cat "$WORK/peer.err" >&2
-    exit 2
-fi
-echo "peer pid=$PEER_PID port=$PEER_PORT settings=[${PEER_SETTINGS}] work=$WORK cores=$(nproc)"
+echo "work=$WORK cores=$(nproc) peer=$PEER settings=[$PEER_SETTINGS]"
 
 # run_sipp NAME RATE SECONDS: offer RATE calls/s for SECONDS; sets the globals
 # OFFERED ANSWERED COMPLETED FAILED REFUSED ELAPSED_MS SIPP_RC.
@@ -147,36 +167,40 @@ run_sipp() {
 if [[ -n "${CAPACITY:-}" ]]; then
     echo "capacity given: $CAPACITY calls/s"
 else
+    # The peer's own capacity, without overload control (as bench/cps.sh):
+    # every call completes and sipp keeps up the rate (95%). Each rate gets a
+    # fresh peer, so that no step inherits the last one's transactions.
     echo "probing capacity: rates [$PROBE_RATES], ${PROBE_SECONDS}s each"
     CAPACITY=0
     for RATE in $PROBE_RATES; do
+        start_peer "probe-peer-$RATE" overload_control=false >/dev/null
         run_sipp "probe-$RATE" "$RATE" "$PROBE_SECONDS"
+        stop_peer
         ACHIEVED=$((COMPLETED * 1000 / (ELAPSED_MS > 0 ? ELAPSED_MS : 1)))
         echo "  probe rate=$RATE offered=$OFFERED completed=$COMPLETED failed=$FAILED" \
             "achieved=$ACHIEVED/s (${ELAPSED_MS} ms)"
         if [[ "$SIPP_RC" == 0 && "$FAILED" == 0 && "$COMPLETED" == "$OFFERED" \
-              && "$ELAPSED_MS" -le $((PROBE_SECONDS * 1000 * 110 / 100 + 2000)) ]]; then
+              && "$ACHIEVED" -ge $((RATE * 95 / 100)) ]]; then
             CAPACITY="$RATE"
         else
             break
         fi
-        sleep 2
     done
     if [[ "$CAPACITY" == 0 ]]; then
         echo "the peer carried none of the probe rates; see $WORK" >&2
         exit 1
     fi
     echo "capacity: $CAPACITY calls/s"
-    # Let the last probe's transactions (Timer J: 64*T1) run out.
-    sleep 5
 fi
 
-# -- the levels ------------------------------------------------------------------------------
+# -- the levels: each against a fresh peer with overload control ----------------------------
 printf '%6s %6s %8s %8s %9s %8s %8s %6s %9s\n' \
     level rate offered answered completed refused failed lost goodput
 declare -A GOODPUT
 for LEVEL in $LEVELS; do
     RATE="$("$PY" -c "print(round($CAPACITY * $LEVEL))")"
+    # shellcheck disable=SC2086  # PEER_SETTINGS is a list of words
+    start_peer "peer-$LEVEL" $PEER_SETTINGS >/dev/null
     run_sipp "level-$LEVEL" "$RATE" "$STEP_SECONDS"
     # Goodput: calls completed (BYE answered) while the level was offered,
     # per second, from sipp's per-second statistics.
@@ -187,16 +211,13 @@ for LEVEL in $LEVELS; do
     printf '%5sx %6s %8s %8s %9s %8s %8s %6s %9s\n' \
         "$LEVEL" "$RATE" "$OFFERED" "$ANSWERED" "$COMPLETED" "$REFUSED" "$FAILED" "$LOST" "$GP"
     if ! kill -0 "$PEER_PID" 2>/dev/null; then
-        echo "the peer died; see $WORK/peer.err" >&2
+        echo "the peer died; see $WORK/peer-$LEVEL.err" >&2
         exit 1
     fi
-    sleep 3
+    stop_peer
+    echo "        peer: $(tr '\n' ' ' <"$WORK/peer-$LEVEL.out" | cut -c1-200)"
 done
 
-kill -TERM "$PEER_PID"
-for _ in $(seq 50); do kill -0 "$PEER_PID" 2>/dev/null || break; sleep 0.1; done
-PEER_PID=""
-echo "peer: $(tr '\n' ' ' <"$WORK/peer.out" | cut -c1-300)"
 G1="${GOODPUT[1]:-0}"
 G2="${GOODPUT[2]:-0}"
 RATIO="$("$PY" -c "print(round($G2 / $G1, 3) if $G1 else 0)")"

@@ -19,10 +19,15 @@
 #
 # Every SAMPLE_S seconds the script reads the UA's RSS (/proc/<pid>/status
 # VmRSS) and CPU (/proc/<pid>/stat) and asks both sipd processes for their
-# counts (SIGUSR1). After the load it stops the media caller, waits for the
-# UA's last calls to end (at most DRAIN_S seconds), reads its final counts
-# (SIGTERM) and prints per-minute RSS/CPU/live calls, the call counts, and as
-# its last line:
+# counts (SIGUSR1). To tell the UA's own stalls from a busy machine it also
+# shows the UA's worst event-loop lag, the INVITEs its overload control refused
+# with 503, the share of time the UA was runnable but waiting for a CPU
+# (/proc/<pid>/schedstat) and the load average; the UA's STATS lines (in
+# $WORK/ua.out) add its garbage-collector pauses. After the load it stops the
+# media caller, waits for the UA's last calls to end (at most DRAIN_S seconds),
+# reads its final counts (SIGTERM) and prints (bench/soak_report.py) per-minute
+# RSS/CPU/live calls, the call counts, a CHECK line matching the vanished
+# callers against the calls the timers ended, and as its last line:
 #
 #   RESULT minutes=<M> calls=<N> vanished=<V> ended_by_timer=<T> unexpected_failures=<F> rss_growth_pct_5_to_end=<X>
 #
@@ -34,8 +39,8 @@
 # minutes) to the end of the load. Targets: F = 0, T = V (every vanished call
 # ended by a timer, and only those), X < 5.
 #
-# Settings (environment): DURATION_MIN (30), CAPACITY (300 calls/s: the
-# capacity measured by bench/cps.sh on this machine), RATE (CAPACITY/2),
+# Settings (environment): DURATION_MIN (30), CAPACITY (calls/s the UA carries,
+# as bench/cps.sh or bench/overload.sh measure it; default 300), RATE (CAPACITY/2),
 # MEDIA_CALLS (20), VANISH_PCT (10), HOLD_MS (1000; must stay well under
 # MEDIA_TIMEOUT, sipp sends no RTP), MEDIA_TIMEOUT (5), SESSION_EXPIRES (120),
 # MIN_SE (90), MEDIA_HOLD (120), SAMPLE_S (30), RSS_BASE_MIN, DRAIN_S
@@ -88,7 +93,7 @@ stop_pid() {  # stop_pid PID SIGNAL: signal it, wait up to 10 s, then SIGKILL
     kill -KILL "$pid" 2>/dev/null || true
 }
 cleanup() {
-    stop_pid "$SIPP_PID" KILL
+    stop_pid "$SIPP_PID" TERM  # the `timeout` wrapping sipp passes TERM on to it
     stop_pid "$MEDIA_PID" TERM
     stop_pid "$UA_PID" TERM
 }
@@ -218,8 +223,11 @@ printf 't_s\trss_kb\tcpu_pct\tlive\tstreaming\tmedia_up\tsipp_ok\tsipp_failed\tl
 LAST_T="$T0"
 LAST_C="$(cpu_ticks "$UA_PID")"
 LAST_W="$(runq_wait_ns "$UA_PID")"
+stats_lines() { grep -c '^STATS ' "$1" 2>/dev/null || true; }
 sample() {  # sample PHASE: one row of measurements
-    local t c w rss cpu wait load live streaming lag refused up ok failed
+    local t c w rss cpu wait load live streaming lag refused up ok failed ua_n media_n
+    ua_n="$(stats_lines "$WORK/ua.out")"
+    media_n="$(stats_lines "$WORK/media.out")"
     kill -USR1 "$UA_PID" 2>/dev/null || true
     [[ -n "$MEDIA_PID" ]] && kill -USR1 "$MEDIA_PID" 2>/dev/null
     t="$(now_ms)"
@@ -231,7 +239,14 @@ sample() {  # sample PHASE: one row of measurements
     # Share of the wall time the UA was ready to run but had no CPU (machine busy).
     wait=$(( (w - LAST_W) / 10000 / ((t - LAST_T) > 0 ? (t - LAST_T) : 1) ))
     LAST_T="$t"; LAST_C="$c"; LAST_W="$w"
-    sleep 0.5  # let both answer SIGUSR1
+    # Wait (at most 5 s: a stalled loop answers late) for both to answer SIGUSR1.
+    for _ in $(seq 50); do
+        if [[ "$(stats_lines "$WORK/ua.out")" -gt "$ua_n" ]] &&
+            [[ -z "$MEDIA_PID" || "$(stats_lines "$WORK/media.out")" -gt "$media_n" ]]; then
+            break
+        fi
+        sleep 0.1
+    done
     read -r live streaming lag refused <<<"$(last_stat "$WORK/ua.out" \
         '" ".join(str(x) for x in (d["live"], d["streaming"], d["lag_max_ms"], sum(d["overload_rejected"].values())))')"
     up="-"
@@ -291,7 +306,7 @@ UA_PID=""
 # sipp's error log holds every message for a call it had finished (the BYEs the
 # UA's timers send to vanished callers) and every call it aborted, with why.
 echo "sipp aborted calls (error log $WORK/errors.log), by what it received:"
-grep -o "Aborting call on [a-z ]*message for Call-Id '[^']*': while expecting '[^']*' ([^)]*), received '[^ ]* [^ ]*" \
+grep -a -o "Aborting call on [a-z ]*message for Call-Id '[^']*': while [a-z]*[^,]*, received '[^ ]* [^ ]*" \
     "$WORK/errors.log" 2>/dev/null | sed "s/Call-Id '[^']*'/Call-Id/" | sort | uniq -c | head -10 || true
 "$PY" "$HERE/soak_report.py" --work "$WORK" --duration-min "$DURATION_MIN" \
     --base-min "$RSS_BASE_MIN" --sipp-rc "$SIPP_RC" --planned "$TOTAL" --sample-s "$SAMPLE_S"

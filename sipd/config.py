@@ -98,9 +98,9 @@ class SipdConfig:
     #: ACK, BYE and CANCEL are always served. See sipd/session/overload.py.
     overload_control: bool = True
     #: Refuse new INVITEs while the event loop runs this late (seconds).
-    overload_max_lag: float = 0.1
+    overload_max_lag: float = 0.2
     #: ... or while this many bytes of datagrams wait unread (Linux; 0: off).
-    overload_max_backlog: int = 131072
+    overload_max_backlog: int = 262144
     #: Refuse new INVITEs while this many incoming INVITEs await a final answer.
     overload_max_pending: int = 2000
     #: New INVITEs admitted per second, all sources together (0: no limit).

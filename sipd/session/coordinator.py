@@ -158,6 +158,7 @@ class UnifiedCoordinator:
         self.layer.on_empty = self._quiet
         self.transport.set_handler(self.layer.receive)
         self.transport.screen = self.dialogs.overload.screen
+        self.dialogs.overload.known = self.layer.has_server_transaction
         self.dialogs.overload.backlog = receive_backlog(self._port)
         self.dialogs.attach(self.layer, self, port)
         self.dialogs.outbound_proxy = self.outbound_proxy

@@ -288,6 +288,10 @@ class DialogAdapter(InDialogRequests):
         leg.state = LegState.CANCELLING
         cancel = make_cancel(leg.invite)
         self._layer.send_request(cancel, leg.dest, lambda r: None, lambda: None, lambda e: None)
+        if leg.client_txn is not None:
+            # §9.1: no final response 64*T1 after the CANCEL: the INVITE is over
+            # (InviteTimeout 408), instead of the call waiting in Cancelling for ever.
+            leg.client_txn.limit_proceeding(self._layer.timers.b)
 
     # -- UAS -----------------------------------------------------------------------
     def ringing(self, leg: CallLeg, status: int = 180) -> None:

@@ -300,6 +300,9 @@ class DialogCore:
                 lambda r: response(req, r),
                 lambda: on_failure(408, "Request Timeout"),
                 lambda e: on_failure(503, f"Transport Error: {e}"),
+                # A re-INVITE asks no human: a peer that sends a provisional
+                # and then nothing must not hold the transaction for ever.
+                proceeding_limit=self._layer.timers.b if req.method == "INVITE" else None,
             )
 
         send(request)

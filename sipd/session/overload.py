@@ -79,6 +79,8 @@ MAX_SOURCES = 10_000
 _LOG_EVERY = 10.0
 #: Every To tag of a stateless 503 starts so (our other tags are hex digits).
 TAG_PREFIX = "ovl"
+#: Refused INVITEs remembered at most (their retransmissions get the same 503).
+MAX_REMEMBERED = 100_000
 
 Addr = tuple[str, int]
 
@@ -131,9 +133,10 @@ class OverloadControl:
         clock: IReactorTime,
         *,
         enabled: bool = True,
-        max_lag: float = 0.1,
-        max_backlog: int = 131072,
+        max_lag: float = 0.2,
+        max_backlog: int = 262144,
         max_pending: int = 2000,
+        remember: float = 32.0,
         max_invite_rate: float = 0.0,
         source_rate: float = 50.0,
         source_burst: int = 100,
@@ -175,6 +178,13 @@ class OverloadControl:
         self.refusing: str | None = None
         # The INVITE the screen admitted last: check() lets it through uncounted.
         self._admitted: Request | None = None
+        #: Tells a retransmission of an INVITE a server transaction already holds
+        #: (the transaction layer's ``has_server_transaction``): never refused.
+        self.known: Callable[[Request], bool] | None = None
+        # Refused INVITEs (Call-ID, From tag, CSeq) -> until when they are remembered.
+        self._refused: dict[str, float] = {}
+        #: Seconds a refused INVITE is remembered (64*T1: as long as it is retransmitted).
+        self.remember = remember
         self._logged_at = -_LOG_EVERY
         self._warnings = RateLimitedLog(_log, clock)
         self.refused = 0
@@ -202,6 +212,7 @@ class OverloadControl:
             max_lag=config.overload_max_lag,
             max_backlog=config.overload_max_backlog,
             max_pending=config.overload_max_pending,
+            remember=64 * config.t1,
             max_invite_rate=config.overload_max_invite_rate,
             source_rate=config.overload_source_rate,
             source_burst=config.overload_source_burst,
@@ -268,29 +279,47 @@ class OverloadControl:
             return True
         if method != "INVITE" or message.to.tag is not None:
             return False
+        if self.known is not None and self.known(message):
+            return False  # a retransmission of an INVITE admitted already: its transaction answers
+        key = "\n".join((message.call_id, message.from_.tag or "", str(message.cseq.number)))
+        now = self.clock.seconds()
+        if self._refused.get(key, 0.0) > now:
+            # A retransmission of an INVITE refused already: the same answer,
+            # or it could be admitted behind the caller's back (§8.2.7).
+            check_headers(message)
+            self._answer(message, source, key)
+            return True
         reason = self.decide(source[0], self.pending())
         if reason is None:
             self._admitted = message
             return False
         check_headers(message)  # nothing invalid is echoed in our 503
         self.metrics.inc("sipd_sip_requests_received_total", method="INVITE")
-        stamp_received(message, source)
-        response = make_response(message, 503, to_tag=self._stateless_tag(message))
-        for name, value in self.retry_after_headers:
-            response.headers.add(name, value)
-        self._refuse(reason, self.clock.seconds())
-        # Stateless: a reply that cannot be sent leaves nothing to clean up.
-        with contextlib.suppress(OSError, ValueError, OverflowError):
-            self.send(response.to_bytes(), response_address(message.top_via, source))
+        self._remember(key, now)
+        self._refuse(reason, now)
+        self._answer(message, source, key)
         return True
 
-    @staticmethod
-    def _stateless_tag(request: Request) -> str:
-        """The same To tag for every copy of ``request`` (RFC 3261 §8.2.7, §19.3)."""
-        key = "\n".join(
-            (request.call_id, request.from_.tag or "", str(request.cseq.number))
-        ).encode("utf-8", "replace")
-        return TAG_PREFIX + hashlib.blake2s(key, digest_size=5).hexdigest()
+    def _answer(self, request: Request, source: Addr, key: str) -> None:
+        """Send the 503; its To tag is the same for every copy of ``request`` (§19.3)."""
+        stamp_received(request, source)
+        digest = hashlib.blake2s(key.encode("utf-8", "replace"), digest_size=5).hexdigest()
+        response = make_response(request, 503, to_tag=TAG_PREFIX + digest)
+        for name, value in self.retry_after_headers:
+            response.headers.add(name, value)
+        # Stateless: a reply that cannot be sent leaves nothing to clean up.
+        with contextlib.suppress(OSError, ValueError, OverflowError):
+            self.send(response.to_bytes(), response_address(request.top_via, source))
+
+    def _remember(self, key: str, now: float) -> None:
+        """Keep a refused INVITE's key while its caller may retransmit it (64*T1)."""
+        refused = self._refused
+        while refused:
+            oldest = next(iter(refused))
+            if refused[oldest] > now and len(refused) < MAX_REMEMBERED:
+                break
+            del refused[oldest]
+        refused[key] = now + self.remember
 
     def check(self, source: str, pending: int = 0, request: Request | None = None) -> str | None:
         """Admit a new INVITE from ``source`` (None) or say why it is refused.

@@ -102,7 +102,9 @@ def interval_too_small(request: Request, min_se: int) -> bool:
 def uas_timer(request: Request, interval: int, min_se: int) -> SessionTimer | None:
     """The timer we answer an INVITE (or a refresh) with, as the UAS of that request (§9).
 
-    The request's interval wins when it asks for one (raised to our Min-SE);
+    The request's interval wins when it asks for one (lowered to ours when
+    larger, so a peer cannot make a call outlive it for a day; raised to
+    either side's Min-SE);
     its refresher is kept when it names one, else the UAC refreshes when it
     supports timers and we do otherwise. A request without Session-Expires
     from a UA that supports timers gets none; from one that does not, we
@@ -115,6 +117,8 @@ def uas_timer(request: Request, interval: int, min_se: int) -> SessionTimer | No
             return None
         return SessionTimer(max(interval, min_se), we_refresh=True)
     asked, refresher = parsed
+    if interval > 0:
+        asked = min(asked, interval)  # §9: the UAS may lower it, never below a Min-SE
     value = max(asked, min_se, _min_se(request))
     if refresher is None:
         refresher = "uac" if supported else "uas"

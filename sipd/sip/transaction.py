@@ -168,6 +168,8 @@ class TransactionLayer:
         on_response: Callable[[Response], None],
         on_timeout: Callable[[], None],
         on_transport_error: Callable[[OSError], None] | None = None,
+        *,
+        proceeding_limit: float | None = None,
     ) -> ClientTransaction:
         """Start a client transaction: send ``request`` to ``dest`` now.
 
@@ -175,7 +177,8 @@ class TransactionLayer:
         (:func:`new_branch`). ACK is never sent through a transaction: the ACK
         for a non-2xx is built here, the ACK for a 2xx is the TU's own. If the
         first send fails, the error callback runs before this returns and the
-        returned transaction is already terminated.
+        returned transaction is already terminated. ``proceeding_limit``: see
+        :meth:`ClientTransaction.limit_proceeding`.
         """
         method = request.method
         if method == "ACK":
@@ -191,6 +194,7 @@ class TransactionLayer:
         txn = ClientTransaction(
             self, request, dest, key, on_response, on_timeout, on_transport_error
         )
+        txn.proceeding_limit = proceeding_limit
         self._clients[key] = txn
         txn._start()
         return txn
@@ -218,6 +222,18 @@ class TransactionLayer:
             self.tu.stray_response_received(response, source)
         else:
             txn._receive(response)
+
+    def has_server_transaction(self, request: Request) -> bool:
+        """True when ``request`` is a retransmission of one a server transaction holds."""
+        via = request.top_via
+        branch = via.branch
+        method = "INVITE" if request.method == "ACK" else request.method
+        if branch is None or not branch.startswith(MAGIC_COOKIE):
+            key = _legacy_key(request, via, method, request.to.tag)
+        else:
+            host, port = via.sent_by
+            key = (branch.lower(), host.lower(), port, method)
+        return key in self._servers
 
     def _receive_request(self, request: Request, source: Addr) -> None:
         method = request.method

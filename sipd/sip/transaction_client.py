@@ -93,6 +93,7 @@ class ClientTransaction:
         "dest",
         "is_invite",
         "key",
+        "proceeding_limit",
         "request",
         "state",
     )
@@ -121,6 +122,9 @@ class ClientTransaction:
         self._interval = layer.timers.t1
         self._retx: IDelayedCall | None = None
         self._life: IDelayedCall | None = None
+        #: INVITE only: give up this long after entering Proceeding without a
+        #: final response (None: wait as long as the TU wants; see limit_proceeding).
+        self.proceeding_limit: float | None = None
 
     def __repr__(self) -> str:
         return f"<ClientTransaction {self.request.method} {self.key[0]} {self.state.value}>"
@@ -147,6 +151,7 @@ class ClientTransaction:
                         # on the TU decides how long to wait, and CANCELs.
                         self._stop_timers()
                         self.state = _PROCEEDING
+                        self._arm_proceeding_limit()
                     self._on_response(response)
                 elif status < 300:
                     self._stop_timers()
@@ -187,6 +192,20 @@ class ClientTransaction:
         self._wire = b""
 
     # -- public -------------------------------------------------------------
+    def limit_proceeding(self, seconds: float) -> None:
+        """INVITE: end the transaction ``seconds`` into Proceeding without a final response.
+
+        RFC 3261 leaves Proceeding without timers, so a peer that sends a
+        provisional and then nothing would hold the transaction (and its
+        call) for ever. The TU sets a limit where the RFC gives one (§9.1:
+        64*T1 after a CANCEL) or where no human is asked (a re-INVITE); when
+        it passes, the transaction ends and ``on_timeout`` runs, as for
+        Timer B. Already in Proceeding, the limit runs from now.
+        """
+        self.proceeding_limit = seconds
+        if self.state is _PROCEEDING:
+            self._arm_proceeding_limit()
+
     def terminate(self) -> None:
         """End the transaction now: cancel its timers, leave the layer's table.
 
@@ -224,6 +243,11 @@ class ClientTransaction:
                     self._on_timeout()
             return False
         return True
+
+    def _arm_proceeding_limit(self) -> None:
+        limit = self.proceeding_limit
+        if limit is not None and self.is_invite and self._life is None:
+            self._life = self._layer.clock.callLater(limit, self._timer_b_or_f)
 
     def _retransmit(self) -> None:
         """Timer A or E fired: send the same bytes again and re-arm."""

@@ -128,10 +128,10 @@ class SipDatagramProtocol(DatagramProtocol):
         """Send one datagram; every failure is raised as an ``OSError``.
 
         Whatever the socket refuses (a port above 65535, a NUL or a name in
-        the host, the other address family, an oversized datagram) becomes a
-        :class:`~sipd.send_errors.SendError`, so the transaction layer's
-        transport-error path sees one exception type and nothing else can
-        reach the reactor.
+        the host, the other address family, an oversized datagram) comes out
+        as an ``OSError`` (a :class:`~sipd.send_errors.SendError` for what was
+        not one), so the transaction layer's transport-error path sees one
+        exception type and nothing else can reach the reactor.
         """
         if self.transport is None:
             raise OSError("SIP transport is not listening")

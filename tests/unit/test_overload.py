@@ -320,7 +320,7 @@ def test_under_lag_a_new_invite_gets_503_but_the_admitted_call_completes() -> No
         layer = stack.coordinator.layer
         assert layer is not None
         transactions = len(layer)
-        stack.reactor.rightNow += 0.5  # the event loop falls behind
+        stack.reactor.rightNow += 1.0  # the event loop falls behind
         refused = _final(stack, stack.receive(_invite("new@test", "z9hG4bKnew1")))
         assert [(r.status, r.headers.get("Retry-After")) for r in refused] == [(503, "5")]
         assert refused[0].top_via.received == "127.0.0.1"  # stamped as any response
@@ -439,3 +439,68 @@ def test_the_daemon_config_maps_its_overload_section() -> None:
         parse_config("overload:\n  enabled: true\n  max_lag: -1\n")
     with pytest.raises(ConfigError, match=r"<string>:2: overload\.max_pending: .*integer"):
         parse_config("overload:\n  max_pending: 2.5\n")
+
+
+def test_a_refused_invite_retransmitted_later_gets_the_same_503() -> None:
+    """A stateless UAS answers every copy of a request alike (RFC 3261 §8.2.7): an
+    INVITE refused while the loop lagged is refused again when retransmitted after
+    the loop caught up, for 64*T1; admitting the copy would answer a caller that
+    already took the 503 as final."""
+    stack = Stack()
+    try:
+        stack.reactor.advance(0)
+        oc = stack.coordinator.dialogs.overload
+        oc.check("192.0.2.1")  # start the probe
+        stack.reactor.rightNow += 1.0  # behind
+        [first] = _final(stack, stack.receive(_invite("late@test", "z9hG4bKlate")))
+        assert first.status == 503
+        for _ in range(40):
+            stack.reactor.advance(PROBE_INTERVAL)  # the loop keeps up again
+        assert oc.current_lag() < 0.01
+        again = stack.receive(_invite("late@test", "z9hG4bKlate"))
+        assert [(r.status, r.to.tag) for r, _ in stack.responses(again)] == [(503, first.to.tag)]
+        assert stack.metrics.get("sipd_overload_rejected_total", reason="lag") == 1
+        for _ in range(int(64 * 0.5 / PROBE_INTERVAL)):
+            stack.reactor.advance(PROBE_INTERVAL)  # 64*T1 on: the caller gave up on it
+        later = stack.receive(_invite("late@test", "z9hG4bKlate"))
+        assert [r.status for r, _ in stack.responses(later)] == [180]
+    finally:
+        for session in stack.coordinator.sessions():
+            session.hangup()
+        stack.close()
+
+
+def test_refused_invites_remembered_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(overload_module, "MAX_REMEMBERED", 10)
+    clock = Clock()
+    sent: list[bytes] = []
+    oc = OverloadControl(clock, **{**OFF, "max_pending": 1}, send=lambda d, a: sent.append(d))  # type: ignore[arg-type]
+    oc.pending = lambda: 1  # every INVITE is refused
+    for n in range(50):
+        invite = parse_message(_invite(f"many{n}@test", f"z9hG4bKm{n}"))
+        assert oc.screen(invite, ("192.0.2.1", 5060)) is True
+        assert len(oc._refused) <= 10
+    assert len(sent) == 50
+    clock.advance(oc.remember + 1)
+    oc.screen(parse_message(_invite("last@test", "z9hG4bKlast")), ("192.0.2.1", 5060))
+    assert list(oc._refused) == ["last@test\na1b2c3\n1"]  # the expired ones are gone
+
+
+def test_a_retransmitted_invite_admitted_before_the_lag_is_not_refused() -> None:
+    """An INVITE admitted (its server transaction exists) and retransmitted once the loop
+    lags is answered by its transaction (RFC 3261 §17.2.1), never refused with 503: a
+    503 would end a call the caller is about to be answered for."""
+    stack = Stack()
+    try:
+        stack.receive(_invite("early@test", "z9hG4bKearly1"))
+        stack.reactor.rightNow += 1.0  # the event loop falls behind before the answer
+        again = stack.receive(_invite("early@test", "z9hG4bKearly1"))
+        assert [r.status for r, _ in stack.responses(again) if r.status >= 300] == []
+        assert stack.metrics.get("sipd_overload_rejected_total", reason="lag") == 0
+        stack.reactor.advance(0)
+        assert any(r.status == 200 for r, _ in stack.responses(stack.wire.sent))
+        for _ in range(100):  # no ACK and no answer to our BYE: the timers end it all
+            stack.reactor.advance(1)
+        assert stack.coordinator.sessions() == []
+    finally:
+        stack.close()

@@ -192,11 +192,15 @@ def test_uas_timer_keeps_defaults_or_forces_the_refresher(
     assert uas_timer(invite(*lines), 1800, 90) == timer
 
 
-def test_uas_timer_takes_the_requested_interval_not_ours() -> None:
-    """RFC 4028 §9: the interval the request asks for is granted as it is (ours, 1800, is
-    only for requests that ask for none)."""
+def test_uas_timer_takes_a_shorter_requested_interval_and_lowers_a_longer_one() -> None:
+    """RFC 4028 §9: a shorter interval than ours is granted as asked; the UAS may lower a
+    longer one (to ours: a peer cannot keep a vanished call up for a day), never below a
+    Min-SE; with no interval of our own (0) the request's stands."""
     assert uas_timer(invite("Session-Expires: 300"), 1800, 90) == SessionTimer(300, True)
-    assert uas_timer(invite("Session-Expires: 3600"), 1800, 90) == SessionTimer(3600, True)
+    assert uas_timer(invite("Session-Expires: 3600"), 1800, 90) == SessionTimer(1800, True)
+    assert uas_timer(invite("Session-Expires: 3600"), 0, 90) == SessionTimer(3600, True)
+    lowered = uas_timer(invite("Session-Expires: 3600", "Min-SE: 2400"), 1800, 90)
+    assert lowered == SessionTimer(2400, True)
 
 
 @pytest.mark.parametrize(
