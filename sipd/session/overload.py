@@ -35,11 +35,12 @@ when
   (``reason="source"``).
 
 Refusing must cost much less than a call, or the refusals themselves eat
-the capacity (RFC 6357 §5). So the transport hands every parsed datagram to
+the capacity (RFC 6357). So the transport hands every parsed datagram to
 :meth:`OverloadControl.screen` before anything else: a new INVITE it refuses
 is answered there as a stateless UAS answers (RFC 3261 §8.2.7), with no
-transaction, no timer and a To tag derived from the request, and the ACK for
-that 503 is dropped unread. Only the checks that keep our reply valid SIP
+transaction, no timer and a To tag derived from the request (a
+retransmission, remembered for 64*T1, gets the same 503), and the ACK for
+that 503 is absorbed. Only the checks that keep our reply valid SIP
 (``check_headers``) run first. The dialog adapter asks
 :meth:`OverloadControl.check` as well, for INVITEs that reach it another way;
 an INVITE the screen admitted is not counted twice.
@@ -287,6 +288,7 @@ class OverloadControl:
             # A retransmission of an INVITE refused already: the same answer,
             # or it could be admitted behind the caller's back (§8.2.7).
             check_headers(message)
+            self.metrics.inc("sipd_sip_requests_received_total", method="INVITE")
             self._answer(message, source, key)
             return True
         reason = self.decide(source[0], self.pending())

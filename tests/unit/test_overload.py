@@ -504,3 +504,22 @@ def test_a_retransmitted_invite_admitted_before_the_lag_is_not_refused() -> None
         assert stack.coordinator.sessions() == []
     finally:
         stack.close()
+
+
+def test_a_retransmission_of_an_admitted_invite_is_never_refused() -> None:
+    """The loop falls behind after an INVITE was admitted: its retransmission still
+    belongs to its transaction (which repeats its last response), not to a 503."""
+    stack = Stack()
+    try:
+        first = stack.responses(stack.receive(_invite("kept@test", "z9hG4bKkept")))
+        assert [r.status for r, _ in first] == [180]
+        stack.reactor.rightNow += 1.0  # behind: a new INVITE now would get 503
+        again = stack.responses(stack.receive(_invite("kept@test", "z9hG4bKkept")))
+        assert [(r.status, r.to.tag) for r, _ in again] == [(180, first[0][0].to.tag)]
+        refused = _final(stack, stack.receive(_invite("other@test", "z9hG4bKother")))
+        assert [r.status for r in refused] == [503]
+    finally:
+        stack.reactor.advance(0)
+        for session in stack.coordinator.sessions():
+            session.hangup()
+        stack.close()
