@@ -180,6 +180,9 @@ def resolve_host(host: str) -> str:
         pass
     if bare == "localhost":
         return "127.0.0.1"
+    if bare.replace(".", "").isdigit() or host.startswith("["):
+        # Looks like an address but is none (999.999.999.999): no DNS query for it.
+        raise CallFailed(f"cannot resolve host {host!r}: not an IP address; use a valid one")
     try:
         return socket.gethostbyname(bare)
     except (OSError, ValueError, TypeError) as exc:  # NUL: TypeError; long label: UnicodeError
