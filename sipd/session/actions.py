@@ -137,7 +137,7 @@ def _stop_media(s: UnifiedSession, event: object) -> None:
 
 def _notify_answered(s: UnifiedSession, event: object) -> None:
     s.answered_at = s.services.clock.seconds()
-    s.answer_outcome.succeed(s, s.later)
+    s.answer_outcome.succeed(None, s.later)
 
 
 def _notify_failed(s: UnifiedSession, event: object) -> None:

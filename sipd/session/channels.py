@@ -55,6 +55,10 @@ class SignallingChannel:
         #: The session's queue, for the events a command produces itself.
         self.post: Callable[[ev.CallEvent], object] = _nowhere
 
+    def detach(self) -> None:
+        """Forget the session's queue (it has ended), breaking the session's cycle."""
+        self.post = _nowhere
+
     # -- what the session may read ----------------------------------------------------------
     @property
     def invite_request(self) -> Request | None:
@@ -165,6 +169,10 @@ class MediaChannel:
         self.media: MediaSession | None = media
         #: Runs an effect once the session has settled (readers learn of the end then).
         self.later: Callable[[Callable[[], object]], None] = _at_once
+
+    def detach(self) -> None:
+        """Forget the session's queue (it has ended), breaking the session's cycle."""
+        self.later = _at_once
 
     def open(self) -> MediaSession:
         if self.media is None:

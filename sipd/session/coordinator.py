@@ -532,6 +532,7 @@ class UnifiedCoordinator:
                 listener(session)
             except Exception:
                 _log.failure("session end listener failed", call_id=session.call_id)
+        session.release()
 
 
 class _Services:

@@ -149,6 +149,21 @@ class TimerHooks(Protocol):
         """The event to post when the timer fires."""
 
 
+class _Released:
+    """The hooks of a machine whose call is over: nothing may run any more."""
+
+    __slots__ = ()
+
+    def check_guard(self, name: str, event: Any) -> bool:
+        raise RuntimeError(f"guard {name!r} asked after the session was released")
+
+    def run_action(self, name: str, event: Any) -> None:
+        raise RuntimeError(f"action {name!r} run after the session was released")
+
+
+_RELEASED = _Released()
+
+
 class _StateTimers:
     """The data of a state that owns timers: when it was entered and its pending calls."""
 
@@ -349,7 +364,7 @@ class SessionMachine:
         self.history: deque[Transition] = deque(maxlen=factory.history_limit)
         #: Called with each transition once it is complete (as an effect).
         self.listeners: list[Callable[[Transition], None]] = []
-        self._automaton = factory._machine_type(self)
+        self._automaton: Any = factory._machine_type(self)
 
     @property
     def state(self) -> str:
@@ -442,6 +457,24 @@ class SessionMachine:
         self._effects.append(effect)
         if not self._running:
             self._run(None, [])
+
+    def release(self) -> None:
+        """Let go of the session once the call is over (no-op before a final state).
+
+        A final state has no rows, so a finished machine takes no more events:
+        its Automat instance and its hooks (the session, which holds this
+        machine) are dropped. The call's objects are then freed by reference
+        counting as soon as the application lets go of the session, instead of
+        lingering as a reference cycle until a full garbage collection, whose
+        pause on a loaded process is what makes overload control refuse calls.
+        State, history and the table stay readable.
+        """
+        if not self.is_final:
+            return
+        self._automaton = None
+        self._hooks = _RELEASED
+        self.listeners.clear()
+        self._timers = self._entered = None
 
     def _run(self, event: object | None, failures: list[Exception]) -> Transition | None:
         self._running = True

@@ -185,6 +185,10 @@ class MediaSession:
             stream.rtcp_report(bye=True)
         stream.close()
         self.rtp.stream = self.rtcp.stream = None
+        # Nothing arrives any more: drop the stream's references back to us, so
+        # that the call's objects are freed when it ends, not by a collection.
+        stream.frame_listeners.clear()
+        stream.dtmf_listeners.clear()
         if later is None:
             self._end_readers()
         else:

@@ -32,6 +32,9 @@ Headers = Sequence[tuple[str, str]]
 class SignallingPort(Protocol):
     """The SIP commands of one call. Every response the session sends goes through here."""
 
+    def detach(self) -> None:
+        """The call has ended: drop every reference back to the session."""
+
     @property
     def invite_request(self) -> Request | None:
         """The INVITE of this call (ours or the peer's), once there is one."""
@@ -99,6 +102,9 @@ class SignallingPort(Protocol):
 
 class MediaPort(Protocol):
     """The media commands of one call."""
+
+    def detach(self) -> None:
+        """The call has ended: drop every reference back to the session."""
 
     @property
     def media(self) -> MediaSession | None:

@@ -177,7 +177,8 @@ class UnifiedSession:
         self.transferred_from: UnifiedSession | None = None
         #: The call this one replaces (we accepted an INVITE with Replaces for it).
         self.replaces: UnifiedSession | None = None
-        self.answer_outcome: Outcome[UnifiedSession] = Outcome()
+        #: Settles (with no value: the session is what waiters get) once answered.
+        self.answer_outcome: Outcome[None] = Outcome()
         self.end_outcome: Outcome[None] = Outcome()
         #: hold()/resume()/transfer() waiting for their outcome.
         self.operations: list[defer.Deferred[None]] = []
@@ -303,7 +304,24 @@ class UnifiedSession:
         """Fires with the session when answered; fails with the reason otherwise."""
         if self.machine.is_final and not self.answer_outcome.settled:
             return defer.fail(CallFailed(f"call {self.id} ended before it was answered"))
-        return self.answer_outcome.wait()
+        return self.answer_outcome.wait().addCallback(self._itself)
+
+    def _itself(self, _: object) -> UnifiedSession:
+        return self
+
+    def release(self) -> None:
+        """Break the call's reference cycles once it has ended (the coordinator calls this).
+
+        The session stays readable (state, history, failure, stats); its
+        machine, ports and waiters stop pointing back at it, so the call is
+        freed by reference counting when the application drops it rather than
+        by the cyclic collector, whose full passes stall a busy process.
+        """
+        if not self.machine.is_final:
+            return
+        self.machine.release()
+        self.signalling.detach()
+        self.media_port.detach()
 
     def wait_for_end(self) -> defer.Deferred[None]:
         """Fires (with None) once the call has ended, however it ended."""
