@@ -19,6 +19,10 @@ It prints ``PID <pid>`` and ``PORT <port>`` on stdout as soon as it listens
 process by PID with SIGTERM). On SIGTERM it prints ``CALLS <n>`` and
 ``LIVE <sessions>`` before exiting. ``SIPD_PROFILE=<file>`` runs the
 reactor under cProfile and writes the stats to that file at exit.
+
+Like the daemon it tunes the garbage collector at start
+(:func:`sipd.runtime.tune_collector`); ``GC_TUNING=0`` keeps CPython's
+defaults, to measure what the tuning is worth.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from collections import Counter
 from typing import Any
 
 from sipd import SipdConfig, UnifiedCoordinator, UnifiedSession
+from sipd.runtime import tune_collector
 
 
 def main() -> int:
@@ -73,6 +78,8 @@ def main() -> int:
         **settings,
     )
     coordinator = UnifiedCoordinator(config, reactor=reactor)
+    if os.environ.get("GC_TUNING", "1") != "0":  # as the daemon does (GC_TUNING=0: defaults)
+        tune_collector()
     coordinator.start()
     answered = 0
 

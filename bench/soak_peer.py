@@ -33,6 +33,9 @@ the objects they freed), the objects the GC tracks, the INVITEs its overload
 control refused with 503 (by reason), and the session-timer events seen in
 its media calls' histories.
 
+The UA tunes the garbage collector as the daemon does
+(:func:`sipd.runtime.tune_collector`; ``GC_TUNING=0`` keeps the defaults).
+
 Usage::
 
     .venv/bin/python bench/soak_peer.py --role ua --ends FILE [--media-timeout 5] [--set K=V]...
@@ -142,6 +145,7 @@ def run_ua(args: argparse.Namespace) -> int:
     from twisted.internet import defer, reactor, task
 
     from sipd import CallStateError, IncomingCall, SipdConfig, UnifiedCoordinator, UnifiedSession
+    from sipd.runtime import tune_collector
 
     settings: dict[str, Any] = {
         # Every caller is 127.0.0.1: a per-source limit would throttle the whole load.
@@ -165,6 +169,8 @@ def run_ua(args: argparse.Namespace) -> int:
         **settings,
     )
     coordinator = UnifiedCoordinator(config, reactor=reactor)
+    if os.environ.get("GC_TUNING", "1") != "0":  # as the daemon does (GC_TUNING=0: defaults)
+        tune_collector()
     coordinator.start()
     ends_file = open(args.ends, "a", buffering=1)  # noqa: SIM115 - open for the process's life
     counts: dict[str, Counter[str]] = {"sipp": Counter(), "media": Counter()}

@@ -20,6 +20,7 @@ from sipd.handlers import find_handler_factory
 from sipd.handlers.routing import RoutingHandler
 from sipd.logs import Logger, set_level
 from sipd.metrics import Metrics
+from sipd.runtime import tune_collector
 
 __all__ = ["SipdService"]
 
@@ -93,6 +94,8 @@ class SipdService(service.Service):
     # -- service ----------------------------------------------------------------------
     def startService(self) -> None:
         set_level(self.config.log_level)
+        # This process is ours: keep the collector's full passes rare and short.
+        tune_collector()
         self.coordinator.start()
         config = self.config
         if config.http_host is not None:
