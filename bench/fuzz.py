@@ -15,9 +15,16 @@ reached, not only the parser.
 
 Every SIP datagram the fuzzer receives back must parse with sipd's own
 parser (``bad_responses`` counts those that do not; samples go to the work
-directory). At the end the fuzzer asks the target, on its control port, to
-wait until its timers have run out (64*T1 with T1 = 50 ms, and the call
-timers) and report: failures logged (exceptions that reached the reactor),
+directory), with one exception the RFCs make: a 400 answering a request
+whose From or To does not parse carries that header exactly as it came
+(RFC 3261 §8.2.6.2: the response's From and To equal the request's, a To tag
+added; RFC 4475 §3.1.2 expects the 400). The fuzzer remembers the From and
+To of what it sent by Via branch and counts such a reply as ``echoed``, not
+bad, only when the header that fails is byte for byte the one it sent.
+
+At the end the fuzzer asks the target, on its control port, to wait until
+its timers have run out (64*T1 with T1 = 50 ms, and the call timers) and
+report: failures logged (exceptions that reached the reactor),
 sessions and transactions left, and RSS. The target is stopped by PID.
 Nothing is sent anywhere but 127.0.0.1 (see fuzz_target.py).
 
@@ -48,6 +55,7 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -64,7 +72,8 @@ sys.path.insert(0, str(HERE))
 
 from fuzz_messages import Peer  # noqa: E402
 
-from sipd.sip.message import Response, parse_message  # noqa: E402
+from sipd.sip.errors import SipParseError  # noqa: E402
+from sipd.sip.message import Request, Response, parse_message  # noqa: E402
 from sipd.transport.udp import check_headers  # noqa: E402
 
 
@@ -105,6 +114,62 @@ def stop_target(proc: subprocess.Popen[bytes]) -> None:
             pass
 
 
+_BRANCH_RE = re.compile(rb"branch=([^;,\s]+)")
+#: Requests whose From/To the fuzzer remembers (by branch), at most.
+_REMEMBER = 200_000
+
+
+def _header_value(data: bytes, names: tuple[bytes, ...]) -> str | None:
+    """The first value of a header (long or compact name) in raw message bytes."""
+    for line in data.split(b"\n"):
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() in names:
+            return value.strip().decode("utf-8", "replace")
+    return None
+
+
+class SentHeaders:
+    """The From and To of each request sent, by its top Via branch (bounded)."""
+
+    def __init__(self) -> None:
+        self._by_branch: dict[bytes, tuple[str | None, str | None]] = {}
+
+    def record(self, data: bytes) -> None:
+        if data.startswith(b"SIP/"):
+            return
+        match = _BRANCH_RE.search(data)
+        if match is None:
+            return
+        if len(self._by_branch) >= _REMEMBER:
+            del self._by_branch[next(iter(self._by_branch))]
+        self._by_branch[match.group(1)] = (
+            _header_value(data, (b"from", b"f")),
+            _header_value(data, (b"to", b"t")),
+        )
+
+    def echoes_bad_header(self, message: Response) -> bool:
+        """True for a 400 whose unparseable From or To is the one its request carried."""
+        if message.status != 400:
+            return False
+        match = _BRANCH_RE.search((message.headers.get("Via") or "").encode())
+        sent = self._by_branch.get(match.group(1)) if match else None
+        if sent is None:
+            return False
+        got_from = (message.headers.get("From") or "").strip()
+        got_to = (message.headers.get("To") or "").strip()
+        sent_from, sent_to = sent
+        if sent_from is None or sent_to is None or got_from != sent_from:
+            return False
+        # §8.2.6.2: the UAS adds a To tag when the request had none.
+        if got_to != sent_to and not got_to.startswith(f"{sent_to};tag="):
+            return False
+        try:
+            check_headers(message)
+        except SipParseError as exc:
+            return str(exc).startswith(("bad From header", "bad To header"))
+        return False
+
+
 class Checker:
     """Reads what the target sends back; every SIP datagram must parse."""
 
@@ -115,6 +180,9 @@ class Checker:
         self.received = 0
         self.media = 0
         self.bad = 0
+        #: 400s that echo the request's unparseable From/To (§8.2.6.2).
+        self.echoed = 0
+        self.sent = SentHeaders()
         self.statuses: dict[str, int] = {}
 
     def drain(self) -> None:
@@ -132,12 +200,16 @@ class Checker:
             self._check(data, (addr[0], addr[1]))
 
     def _check(self, data: bytes, source: tuple[str, int]) -> None:
+        message: Request | Response | None = None
         try:
             message = parse_message(data)
             check_headers(message)
             message.call_id  # noqa: B018 - parsing is the point
             message.cseq  # noqa: B018
         except Exception as exc:
+            if isinstance(message, Response) and self.sent.echoes_bad_header(message):
+                self.echoed += 1
+                return
             self.bad += 1
             if self.bad <= 50:
                 with self.samples.open("a", encoding="utf-8") as out:
@@ -208,8 +280,10 @@ class Blaster:
             if due > now:
                 time.sleep(min(due - now, 0.05))
             for _ in range(min(batch, count - done)):
+                datagram = self.peer.next_datagram()
+                self.checker.sent.record(datagram)
                 try:
-                    self.sock.sendto(self.peer.next_datagram(), self.dest)
+                    self.sock.sendto(datagram, self.dest)
                 except OSError:
                     self.refused += 1  # e.g. a datagram over 64 KiB
                 done += 1
@@ -327,6 +401,11 @@ def main() -> int:
     )
     top = sorted(checker.statuses.items(), key=lambda kv: -kv[1])[:15]
     print(f"fuzz: replies by status/method: {dict(top)}", flush=True)
+    print(
+        f"fuzz: {checker.echoed} 400s echoed the request's unparseable From/To "
+        "(RFC 3261 §8.2.6.2; not counted as bad)",
+        flush=True,
+    )
     if report is None:
         print(f"fuzz: no report from the target; see {work}/target.err", flush=True)
         report = {"unhandled": -1, "leaked_sessions": -1, "leaked_transactions": -1}

@@ -43,6 +43,7 @@ from typing import Any
 from zope.interface import implementer
 
 from sipd import SipdConfig, UnifiedCoordinator, UnifiedSession
+from sipd.runtime import tune_collector
 from sipd.session.interceptor import AcceptAllHandler, ISignalingHandler
 
 
@@ -213,6 +214,8 @@ def main() -> int:
 
     config = _config(args)
     coordinator = UnifiedCoordinator(config, handler=FuzzHandler(), reactor=reactor)
+    if os.environ.get("GC_TUNING", "1") != "0":  # as the daemon does (GC_TUNING=0: defaults)
+        tune_collector()
     coordinator.start()
     answered = 0
 
