@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
@@ -280,32 +281,7 @@ class DialogCore:
         answers, which may be the authorised retry); ``on_failure`` a timeout
         (408) or a transport error (503).
         """
-        dest = self._next_hop_addr(dialog)
-
-        def response(sent: Request, r: Response) -> None:
-            if r.status < 200:
-                return
-            retry = self._authorized_retry(sent, r)
-            if retry is not None:
-                send(retry)
-            else:
-                on_response(sent, r)
-
-        def send(req: Request) -> None:
-            # The retry carries a new CSeq; later requests must go above it.
-            dialog.local_seq = max(dialog.local_seq, req.cseq.number)
-            self._layer.send_request(
-                req,
-                dest,
-                lambda r: response(req, r),
-                lambda: on_failure(408, "Request Timeout"),
-                lambda e: on_failure(503, f"Transport Error: {e}"),
-                # A re-INVITE asks no human: a peer that sends a provisional
-                # and then nothing must not hold the transaction for ever.
-                proceeding_limit=self._layer.timers.b if req.method == "INVITE" else None,
-            )
-
-        send(request)
+        _InDialogSender(self, dialog, on_response, on_failure).send(request)
 
     def _authorized_retry(self, request: Request, response: Response) -> Request | None:
         """The request again with credentials for a 401/407, or None to give up."""
@@ -358,3 +334,58 @@ class DialogCore:
         leg.ok_deadline = None
         self._stop_ok(leg)
         self._emit(leg, AckTimeout())
+
+
+class _InDialogSender:
+    """One in-dialog request of ours and its authorised retry (see ``_send_in_dialog``).
+
+    An object rather than two closures that call each other: such closures
+    form a reference cycle that outlives the transaction, which would keep
+    the dialog and its leg alive until a full garbage collection.
+    """
+
+    __slots__ = ("_core", "_dest", "_dialog", "_on_failure", "_on_response")
+
+    def __init__(
+        self,
+        core: DialogCore,
+        dialog: Dialog,
+        on_response: Callable[[Request, Response], None],
+        on_failure: Callable[[int, str], None],
+    ) -> None:
+        self._core = core
+        self._dialog = dialog
+        self._dest = core._next_hop_addr(dialog)
+        self._on_response = on_response
+        self._on_failure = on_failure
+
+    def send(self, request: Request) -> None:
+        dialog = self._dialog
+        # The retry carries a new CSeq; later requests must go above it.
+        dialog.local_seq = max(dialog.local_seq, request.cseq.number)
+        layer = self._core._layer
+        layer.send_request(
+            request,
+            self._dest,
+            partial(self._response, request),
+            self._timed_out,
+            self._transport_failed,
+            # A re-INVITE asks no human: a peer that sends a provisional
+            # and then nothing must not hold the transaction for ever.
+            proceeding_limit=layer.timers.b if request.method == "INVITE" else None,
+        )
+
+    def _response(self, sent: Request, response: Response) -> None:
+        if response.status < 200:
+            return
+        retry = self._core._authorized_retry(sent, response)
+        if retry is not None:
+            self.send(retry)
+        else:
+            self._on_response(sent, response)
+
+    def _timed_out(self) -> None:
+        self._on_failure(408, "Request Timeout")
+
+    def _transport_failed(self, error: Exception) -> None:
+        self._on_failure(503, f"Transport Error: {error}")

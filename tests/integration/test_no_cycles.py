@@ -9,22 +9,25 @@ collector, pauses up to a second). So once a call ends the coordinator
 breaks the cycles (``UnifiedSession.release``).
 
 Each test runs with the collector disabled: whatever is still alive after
-the application drops its references is held by a cycle, and the test fails.
-Real calls over 127.0.0.1, with RTP.
+the application drops its references is held by a cycle, and the test fails;
+so does any sipd object the collector then finds unreachable (cyclic
+garbage). Real calls over 127.0.0.1, with RTP.
 """
 
 from __future__ import annotations
 
 import gc
+import secrets
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
 import pytest_twisted
 
 from sipd import CallRejected, CallState
-from tests.conftest import PeerFactory, eventually, settle, within
+from tests.conftest import PeerFactory, RawUA, eventually, is_response, settle, within
 
 
 @pytest.fixture
@@ -53,6 +56,19 @@ def alive(references: list[weakref.ref[Any]]) -> list[str]:
     return [type(r()).__name__ for r in references if r() is not None]
 
 
+def sipd_garbage() -> list[str]:
+    """The types of the sipd objects only a cycle kept alive (found by one collection)."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        return sorted(
+            {type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("sipd.")}
+        )
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
 @pytest_twisted.ensureDeferred
 @pytest.mark.usefixtures("no_collector")
 async def test_answered_call_with_media_is_freed_without_the_collector(peers: PeerFactory) -> None:
@@ -71,6 +87,7 @@ async def test_answered_call_with_media_is_freed_without_the_collector(peers: Pe
     held = refs(call) + refs(answered)
     del call, answered
     assert await eventually(lambda: not alive(held), 3), f"still alive: {alive(held)}"
+    assert sipd_garbage() == []
 
 
 @pytest_twisted.ensureDeferred
@@ -86,6 +103,7 @@ async def test_rejected_call_is_freed_without_the_collector(peers: PeerFactory) 
     held = refs(call) + refs(incoming)
     del call, incoming
     assert await eventually(lambda: not alive(held), 3), f"still alive: {alive(held)}"
+    assert sipd_garbage() == []
 
 
 @pytest_twisted.ensureDeferred
@@ -99,3 +117,66 @@ async def test_cancelled_call_is_freed_without_the_collector(peers: PeerFactory)
     held = refs(call) + refs(incoming)
     del call, incoming
     assert await eventually(lambda: not alive(held), 3), f"still alive: {alive(held)}"
+    assert sipd_garbage() == []
+
+
+def is_active(call: Any) -> bool:
+    return bool(call.state is CallState.ACTIVE)
+
+
+def no_transactions(peer: Any) -> bool:
+    layer = peer.coordinator.dialogs.layer
+    return layer is not None and len(layer) == 0
+
+
+def _invite(ua: RawUA, port: int, call_id: str) -> str:
+    sdp = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {ua.port + 2} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+    return (
+        f"INVITE sip:bob@127.0.0.1:{port} SIP/2.0\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{ua.port};branch=z9hG4bK{call_id};rport\n"
+        "Max-Forwards: 70\n"
+        f"From: <sip:raw@127.0.0.1:{ua.port}>;tag=raw1\n"
+        f"To: <sip:bob@127.0.0.1:{port}>\n"
+        f"Call-ID: {call_id}\n"
+        "CSeq: 1 INVITE\n"
+        f"Contact: <sip:raw@127.0.0.1:{ua.port}>\n"
+        "Content-Type: application/sdp\n"
+        f"Content-Length: {len(sdp)}\n\n" + sdp
+    )
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.usefixtures("no_collector")
+async def test_call_whose_bye_goes_unanswered_is_freed_without_the_collector(
+    peers: PeerFactory, raw_ua: Callable[[], RawUA]
+) -> None:
+    """The caller vanishes after its ACK: our BYE times out (Timer F), then all is freed."""
+    bob = await peers("bob")
+    ua = raw_ua()
+    call_id = secrets.token_hex(8)
+    ua.send(_invite(ua, bob.port, call_id), ("127.0.0.1", bob.port))
+    incoming = await within(bob.wait_for_incoming(), 5)
+    waiting = ua.expect(is_response(200, "INVITE"))
+    accepting = within(incoming.accept(), 5)  # fires once our 200 is ACKed
+    ok = await waiting
+    ua.send(
+        f"ACK sip:bob@127.0.0.1:{bob.port} SIP/2.0\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{ua.port};branch=z9hG4bKack{call_id};rport\n"
+        "Max-Forwards: 70\n"
+        f"From: {ok.headers.get('From')}\nTo: {ok.headers.get('To')}\n"
+        f"Call-ID: {call_id}\nCSeq: 1 ACK\nContent-Length: 0\n\n",
+        ("127.0.0.1", bob.port),
+    )
+    answered = await accepting
+    assert await eventually(partial(is_active, answered), 5)
+    await ua.close()  # gone without a BYE: nothing will answer ours
+    await within(answered.hangup(), 10)  # completes when Timer F fires (64*T1 = 3.2 s)
+    held = refs(answered) + refs(incoming)
+    del answered, incoming
+    assert await eventually(lambda: not alive(held), 3), f"still alive: {alive(held)}"
+    # Bob's transactions linger (Timer K); wait until none is left, then look.
+    assert await eventually(partial(no_transactions, bob), 10)
+    assert sipd_garbage() == []
