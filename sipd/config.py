@@ -93,12 +93,18 @@ class SipdConfig:
     #: End an answered call whose peer sent no RTP and no RTCP for this many
     #: seconds while we expect media (not on hold); 0 turns it off.
     media_timeout: float = 60.0
+    #: ... or for this many seconds after ICMP said nothing listens at the
+    #: peer's RTP or RTCP port any more (its process died); 0: wait for the
+    #: full media_timeout regardless.
+    media_unreachable_timeout: float = 5.0
     #: Overload control (RFC 3261 §21.5.4): new INVITEs get 503 with
     #: Retry-After while the service falls behind; requests inside dialogs,
     #: ACK, BYE and CANCEL are always served. See sipd/session/overload.py.
     overload_control: bool = True
     #: Refuse new INVITEs while the event loop runs this late (seconds).
     overload_max_lag: float = 0.2
+    #: ... and has for this many seconds (one stall is not an overload; 0: at once).
+    overload_lag_sustain: float = 1.0
     #: ... or while this many bytes of datagrams wait unread (Linux; 0: off).
     overload_max_backlog: int = 262144
     #: Refuse new INVITEs while this many incoming INVITEs await a final answer.
@@ -157,14 +163,21 @@ class SipdConfig:
             raise ConfigError(
                 f"session_expires: {expires!r} must be 0 (off) or at least min_se ({self.min_se})"
             )
-        if not isinstance(self.media_timeout, int | float) or self.media_timeout < 0:
-            raise ConfigError(f"media_timeout: {self.media_timeout!r} must be >= 0 seconds")
+        for key in ("media_timeout", "media_unreachable_timeout"):
+            value = getattr(self, key)
+            if not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"{key}: {value!r} must be >= 0 seconds (0 turns it off)")
         self._validate_overload()
         if not 300 <= self.defer_status <= 699:
             raise ConfigError(f"defer_status: {self.defer_status} must be a final status 300-699")
 
     def _validate_overload(self) -> None:
-        for key in ("overload_max_lag", "overload_max_invite_rate", "overload_source_rate"):
+        for key in (
+            "overload_max_lag",
+            "overload_lag_sustain",
+            "overload_max_invite_rate",
+            "overload_source_rate",
+        ):
             value = getattr(self, key)
             if not isinstance(value, int | float) or value < 0:
                 raise ConfigError(f"{key}: {value!r} must be a number >= 0 (0 turns it off)")

@@ -327,6 +327,7 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
             "jitter_depth": put("jitter_depth", "int"),
             "silence_when_idle": put("silence_when_idle", "bool"),
             "timeout": put("media_timeout", "float"),
+            "unreachable_timeout": put("media_unreachable_timeout", "float"),
         },
     )
     each(
@@ -334,6 +335,7 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
         {
             "enabled": put("overload_control", "bool"),
             "max_lag": put("overload_max_lag", "float"),
+            "lag_sustain": put("overload_lag_sustain", "float"),
             "max_backlog": put("overload_max_backlog", "int"),
             "max_pending": put("overload_max_pending", "int"),
             "max_invite_rate": put("overload_max_invite_rate", "float"),

@@ -1,7 +1,8 @@
 """RTP and RTCP on Twisted ``DatagramProtocol``\\ s, and the shared media clock.
 
 Each call binds an even RTP port and the odd RTCP port above it; both hand
-datagrams to the call's :class:`~sipd.media.stream.MediaStream`. One
+datagrams to the call's :class:`~sipd.media.stream.MediaStream`, and the ICMP
+"port unreachable" errors their sockets read (:mod:`sipd.media.icmp`) too. One
 :class:`MediaClock` (a single ``LoopingCall`` at 20 ms) paces every stream of
 the process: one timer for all calls scales better than one per call, and
 when the reactor is late the clock catches up by ticking each stream as many
@@ -50,6 +51,16 @@ class RtpProtocol(DatagramProtocol):
         except Exception:  # remote input must never reach the reactor
             _log.failure("RTP packet from {addr} broke the media stream", addr=addr)
 
+    def unreachable(self, addr: Addr) -> None:
+        """ICMP port unreachable for RTP we sent to ``addr`` (see :mod:`sipd.media.icmp`).
+
+        Only the peer's current RTP address counts: an error for an address the
+        stream has since moved away from (latching, a re-INVITE) says nothing.
+        """
+        stream = self.stream
+        if stream is not None and addr == stream.remote:
+            stream.unreachable(addr)
+
     def send(self, data: bytes, addr: Addr) -> None:
         """Send one RTP datagram straight to the socket.
 
@@ -90,6 +101,13 @@ class RtcpProtocol(DatagramProtocol):
             stream.rtcp_received(data, (addr[0], addr[1]))
         except Exception:
             _log.failure("RTCP packet from {addr} broke the media stream", addr=addr)
+
+    def unreachable(self, addr: Addr) -> None:
+        """ICMP port unreachable for RTCP we sent to ``addr``: evidence when it is the
+        peer's current RTCP address."""
+        stream = self.stream
+        if stream is not None and addr == stream.remote_rtcp:
+            stream.unreachable(addr)
 
     def send(self, data: bytes, addr: Addr) -> None:
         if self.transport is not None:

@@ -112,6 +112,11 @@ class MediaStream:
         self.stats = StreamStats()
         #: When the peer was last heard from (RTP or RTCP), for the media timeout.
         self.last_heard: float | None = None
+        #: When ICMP first said nothing listens at the peer's RTP or RTCP address
+        #: since it was last heard (None: no such evidence), and that address.
+        #: Hearing a packet clears it: the peer is alive after all.
+        self.unreachable_since: float | None = None
+        self.unreachable_addr: Addr | None = None
         #: Sending allowed (False while the call is on hold or inactive).
         self.sending = True
         self.receiving = True
@@ -127,6 +132,8 @@ class MediaStream:
         self._fire_after_send: list[defer.Deferred[None]] = []
         self.frame_listeners: list[Callable[[AudioFrame], None]] = []
         self.dtmf_listeners: list[Callable[[str], None]] = []
+        #: Called with no argument when :attr:`unreachable_since` is first set.
+        self.unreachable_listeners: list[Callable[[], None]] = []
 
     # -- sending ----------------------------------------------------------------------
     def queue_audio(self, frame: AudioFrame) -> defer.Deferred[None]:
@@ -307,6 +314,7 @@ class MediaStream:
         if reception is None or reception.ssrc != ssrc:
             reception = self.reception = ReceptionStats(ssrc)
         now = self.last_heard = self._now()
+        self.unreachable_since = None
         reception.update(sequence, timestamp, now)
         if pt == self.payload_type:
             pass
@@ -365,6 +373,23 @@ class MediaStream:
         for listener in self.frame_listeners:
             listener(frame)
 
+    def unreachable(self, addr: Addr) -> None:
+        """ICMP port unreachable for a datagram we sent to ``addr``, the peer's RTP or RTCP.
+
+        Evidence that the peer has gone (its process died) well before the media
+        timeout's silence proves it. Only the first error after the peer was last
+        heard is recorded and reported to :attr:`unreachable_listeners`; the
+        errors that follow every further packet change nothing.
+        """
+        if self.closed or self.unreachable_since is not None:
+            return
+        if addr != self.remote and addr != self.remote_rtcp:
+            return
+        self.unreachable_since = self._now()
+        self.unreachable_addr = addr
+        for listener in list(self.unreachable_listeners):
+            listener()
+
     # -- RTCP -----------------------------------------------------------------------------
     def rtcp_received(self, data: bytes, source: Addr) -> None:
         """A compound RTCP packet: SR timing, report blocks about our stream, BYE."""
@@ -374,6 +399,7 @@ class MediaStream:
             self.stats.dropped_malformed += 1
             return
         now = self.last_heard = self._now()
+        self.unreachable_since = None
         for packet in packets:
             if isinstance(packet, SenderReport):
                 if self.reception is not None and packet.ssrc == self.reception.ssrc:

@@ -36,6 +36,10 @@ def _at_once(effect: Callable[[], object]) -> None:
     effect()
 
 
+def _nothing() -> None:
+    pass
+
+
 class SignallingChannel:
     """A session's :class:`~sipd.session.ports.SignallingPort` over the dialog adapter."""
 
@@ -153,7 +157,7 @@ class SignallingChannel:
 class MediaChannel:
     """A session's :class:`~sipd.session.ports.MediaPort` over the media adapter."""
 
-    __slots__ = ("_adapter", "_registry", "later", "media", "session_id")
+    __slots__ = ("_adapter", "_registry", "later", "media", "on_evidence", "session_id")
 
     def __init__(
         self,
@@ -169,10 +173,16 @@ class MediaChannel:
         self.media: MediaSession | None = media
         #: Runs an effect once the session has settled (readers learn of the end then).
         self.later: Callable[[Callable[[], object]], None] = _at_once
+        #: Makes the session re-read its timers (its machine's ``reschedule``): the
+        #: media tells it when ICMP first says the peer is gone.
+        self.on_evidence: Callable[[], None] = _nothing
 
     def detach(self) -> None:
         """Forget the session's queue (it has ended), breaking the session's cycle."""
         self.later = _at_once
+        self.on_evidence = _nothing
+        if self.media is not None:
+            self.media.on_evidence = None
 
     def open(self) -> MediaSession:
         if self.media is None:
@@ -182,6 +192,7 @@ class MediaChannel:
 
     def start(self, negotiation: NegotiationResult) -> None:
         if self.media is not None:
+            self.media.on_evidence = self.on_evidence
             self._adapter.start(self.media, negotiation)
 
     def stop(self) -> None:

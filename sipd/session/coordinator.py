@@ -322,6 +322,7 @@ class UnifiedCoordinator:
         )
         signalling.post = session.post
         media.later = session.later
+        media.on_evidence = session.machine.reschedule
         return session
 
     def close(self, grace: float = 5.0) -> defer.Deferred[None]:

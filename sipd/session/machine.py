@@ -141,8 +141,8 @@ class TimerHooks(Protocol):
     def timer_deadline(self, delay: str, entered_at: float) -> float | None:
         """When the timer named by a state's ``timer.delay`` fires (None: not now).
 
-        ``entered_at`` is when the state was entered. Asked again after every
-        step in the state and when the timer fires, so a deadline may move.
+        ``entered_at`` is when the state was entered. Asked again after every step
+        in the state, when the timer fires and on ``reschedule()``: it may move.
         """
 
     def timer_event(self, event: str) -> object:
@@ -457,6 +457,17 @@ class SessionMachine:
         self._effects.append(effect)
         if not self._running:
             self._run(None, [])
+
+    def reschedule(self) -> None:
+        """Re-read the current state's timer deadlines, for data that moves one earlier
+        without an event (ICMP evidence for the media timeout). Safe any time: while
+        the machine runs, once it has settled; a no-op when final."""
+        timers = self._timers
+        if timers is not None and not self.is_final:
+            if self._running:
+                self._effects.append(partial(timers.sync, self))  # no-op if the state is left
+            else:
+                timers.sync(self)
 
     def release(self) -> None:
         """Let go of the session once the call is over (no-op before a final state).

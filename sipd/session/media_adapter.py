@@ -23,6 +23,7 @@ from sipd.config import SipdConfig
 from sipd.logs import Logger
 from sipd.media.fanout import AudioSubscription, DigitQueue, WavRecorder
 from sipd.media.frame import AudioFrame
+from sipd.media.icmp import listen_udp
 from sipd.media.ports import PortAllocator, PortsExhausted
 from sipd.media.protocol import MediaClock, RtcpProtocol, RtpProtocol
 from sipd.media.stream import MediaStream, StreamStats
@@ -67,6 +68,11 @@ class MediaSession:
         self.dtmf_callbacks: list[Callable[[str], None]] = []
         self.stream.frame_listeners.append(self._frame)
         self.stream.dtmf_listeners.append(self._digit)
+        self.stream.unreachable_listeners.append(self._unreachable)
+        #: Called when ICMP first says the peer is gone (its session re-reads its
+        #: timers: the media timeout may now be due sooner). Set by the session's
+        #: media channel, dropped when the call ends.
+        self.on_evidence: Callable[[], None] | None = None
         self.running = False
         self.ended = False
 
@@ -87,6 +93,11 @@ class MediaSession:
                 callback(digit)
             except Exception:
                 _log.failure("on_dtmf callback failed for digit {digit}", digit=digit)
+
+    def _unreachable(self) -> None:
+        hook = self.on_evidence
+        if hook is not None:
+            hook()
 
     def subscribe(self) -> AudioSubscription:
         """A new independent stream of received frames."""
@@ -158,6 +169,8 @@ class MediaSession:
             else:
                 stream.remote = (host, negotiation.remote_port)
                 stream.remote_rtcp = (host, negotiation.remote_port + 1)
+        # ICMP evidence was about the address the peer had; it starts afresh.
+        stream.unreachable_since = None
         direction = negotiation.direction
         stream.sending = direction.sends if direction is not None else True
         stream.receiving = direction.receives if direction is not None else True
@@ -189,6 +202,8 @@ class MediaSession:
         # that the call's objects are freed when it ends, not by a collection.
         stream.frame_listeners.clear()
         stream.dtmf_listeners.clear()
+        stream.unreachable_listeners.clear()
+        self.on_evidence = None
         if later is None:
             self._end_readers()
         else:
@@ -251,9 +266,11 @@ class MediaAdapter:
             return media
 
     def _bind(self, media: MediaSession) -> None:
+        # listen_udp: ports that read ICMP port unreachable (evidence for the
+        # media timeout) where the reactor allows it, else reactor.listenUDP.
         host = self.config.host
-        media.listening.append(self.reactor.listenUDP(media.port, media.rtp, interface=host))
-        media.listening.append(self.reactor.listenUDP(media.port + 1, media.rtcp, interface=host))
+        media.listening.append(listen_udp(self.reactor, media.port, media.rtp, host))
+        media.listening.append(listen_udp(self.reactor, media.port + 1, media.rtcp, host))
 
     def start(self, media: MediaSession, negotiation: NegotiationResult) -> None:
         media.start(negotiation)

@@ -14,9 +14,12 @@ when
 * **the event loop lags**: a probe timer due every :data:`PROBE_INTERVAL`
   seconds measures how late it fires. While the average lateness (a moving
   average over the last few probes, counting a probe overdue now as one
-  more) is above ``overload_max_lag``, the process is not keeping up with
-  what arrives (``reason="lag"``). One stall (a collection, a slow disk) is
-  not an overload; a loop that stays behind is;
+  more) is above ``overload_max_lag`` and has been for
+  ``overload_lag_sustain`` seconds, the process is not keeping up with what
+  arrives (``reason="lag"``). One stall (a garbage collection, a slow disk,
+  a moment without a CPU) is not an overload, and refusing the calls that
+  queued behind it would turn a hiccup into failed calls; a loop that stays
+  behind is;
 * **datagrams pile up unread**: more than ``overload_max_backlog`` bytes
   wait in the SIP socket's receive queue (read from the kernel per new
   INVITE, :mod:`sipd.transport.backlog`; Linux), so what arrives now would
@@ -135,6 +138,7 @@ class OverloadControl:
         *,
         enabled: bool = True,
         max_lag: float = 0.2,
+        lag_sustain: float = 1.0,
         max_backlog: int = 262144,
         max_pending: int = 2000,
         remember: float = 32.0,
@@ -151,6 +155,7 @@ class OverloadControl:
         self.pending = pending
         self.enabled = enabled
         self.max_lag = max_lag
+        self.lag_sustain = lag_sustain
         self.max_backlog = max_backlog
         #: Bytes waiting unread in the SIP socket, when the OS can say.
         self.backlog: Callable[[], int] | None = None
@@ -173,6 +178,8 @@ class OverloadControl:
         self.lag = 0.0
         self.lag_average = 0.0
         self._due = 0.0
+        # Since when the average lag has been above max_lag (None: it is not).
+        self._behind_since: float | None = None
         self._probe: IDelayedCall | None = None
         self._stopped = False
         #: The reason new INVITEs are being refused now (None: admitting).
@@ -211,6 +218,7 @@ class OverloadControl:
             clock,
             enabled=config.overload_control,
             max_lag=config.overload_max_lag,
+            lag_sustain=config.overload_lag_sustain,
             max_backlog=config.overload_max_backlog,
             max_pending=config.overload_max_pending,
             remember=64 * config.t1,
@@ -243,6 +251,11 @@ class OverloadControl:
         now = self.clock.seconds()
         self.lag = max(0.0, now - self._due)
         self.lag_average += LAG_WEIGHT * (self.lag - self.lag_average)
+        if self.lag_average <= self.max_lag:
+            self._behind_since = None
+        elif self._behind_since is None:
+            # This probe was already max_lag late then.
+            self._behind_since = min(now, self._due + self.max_lag)
         self._schedule(now)
 
     def current_lag(self) -> float:
@@ -256,6 +269,26 @@ class OverloadControl:
             return average
         overdue = self.clock.seconds() - self._due
         return average + LAG_WEIGHT * (overdue - average) if overdue > average else average
+
+    def behind_for(self) -> float:
+        """For how long the loop has been more than ``max_lag`` behind (0: it is not).
+
+        From the probes, or, when none has run for a while, from the probe
+        overdue now (a loop stuck in one long batch has been behind since
+        that probe was ``max_lag`` late).
+        """
+        now = self.clock.seconds()
+        if self._behind_since is not None:
+            return now - self._behind_since
+        if self._probe is None:
+            return 0.0
+        return max(0.0, now - self._due - self.max_lag)
+
+    def lagging(self) -> bool:
+        """True while the loop lags beyond ``max_lag`` and has for ``lag_sustain`` seconds."""
+        if self.max_lag <= 0 or self.current_lag() <= self.max_lag:
+            return False
+        return self.lag_sustain <= 0 or self.behind_for() >= self.lag_sustain
 
     # -- admission ---------------------------------------------------------------------------
     def screen(self, message: Request | Response, source: Addr) -> bool:
@@ -356,7 +389,7 @@ class OverloadControl:
         backlog = self.backlog
         if self.max_backlog > 0 and backlog is not None and backlog() > self.max_backlog:
             return "backlog"
-        if self.max_lag > 0 and self.current_lag() > self.max_lag:
+        if self.lagging():
             return "lag"
         if self.max_pending > 0 and pending >= self.max_pending:
             return "pending"

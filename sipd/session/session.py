@@ -28,6 +28,7 @@ from sipd.errors import CallError, CallFailed, CallStateError
 from sipd.sdp import NegotiationResult, SessionDescription
 from sipd.session import events as ev
 from sipd.session.machine import MachineFactory, SessionMachine, Transition
+from sipd.session.media_timeout import media_deadline, media_failure_context
 from sipd.session.negotiation import SdpContext, codecs_for
 from sipd.session.ports import MediaPort, SignallingPort
 from sipd.session.session_timer import SessionTimer, expiry_margin
@@ -536,7 +537,9 @@ class UnifiedSession:
         §14.1 wait from entering the state; ``session_refresh`` and
         ``session_expiry`` follow the RFC 4028 interval from the last refresh;
         ``media_timeout`` runs from the last RTP/RTCP heard (or from entering
-        the state). None: the timer is not needed now.
+        the state), shortened by ICMP evidence that the peer is gone
+        (:func:`~sipd.session.media_timeout.media_deadline`). None: the timer
+        is not needed now.
         """
         if delay == "ring_timeout":
             return self.created_at + self.config.ring_timeout
@@ -562,12 +565,12 @@ class UnifiedSession:
                 return None
             return max(self.refreshed_at + timer.interval / 2, self.refresh_not_before)
         if delay == "media_timeout":
-            limit = self.config.media_timeout
-            media = self.media
-            if not limit or media is None:
+            media, config = self.media, self.config
+            if media is None:
                 return None
-            heard = media.stream.last_heard
-            return max(entered_at, heard if heard is not None else entered_at) + limit
+            return media_deadline(
+                media.stream, entered_at, config.media_timeout, config.media_unreachable_timeout
+            )
         raise KeyError(delay)
 
     def timer_event(self, event: str) -> object:
@@ -596,9 +599,11 @@ class UnifiedSession:
 
     def error_context(self) -> dict[str, object]:
         """What a row's ``error.message`` may name besides the event's fields."""
-        config = self.config
+        config, media = self.config, self.media
+        stream = media.stream if media is not None else None
         return {
             "remote": self.remote_uri,
             "ring_timeout": f"{config.ring_timeout:g}",
             "media_timeout": f"{config.media_timeout:g}",
+            **media_failure_context(stream, self.answered_at, self.services.clock.seconds()),
         }

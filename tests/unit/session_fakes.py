@@ -239,9 +239,12 @@ class FakeSignalling:
 
 @dataclass
 class FakeStream:
-    """What the session reads of the RTP stream: when RTP or RTCP from the peer last arrived."""
+    """What the session reads of the RTP stream: when RTP or RTCP from the peer last arrived,
+    and when (and for which address) ICMP first said the peer's port is unreachable."""
 
     last_heard: float | None = None
+    unreachable_since: float | None = None
+    unreachable_addr: tuple[str, int] | None = None
 
 
 @dataclass

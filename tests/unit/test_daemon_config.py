@@ -60,6 +60,8 @@ def test_the_shipped_default_file_holds_the_built_in_defaults() -> None:
         ("media:\n  codecs: PCMU\n", 2, "media.codecs", "must be a list"),
         ("media:\n  codecs: [G729]\n", 2, "media.codecs", "PCMU, PCMA"),
         ("media:\n  jitter_depth: 2.5\n", 2, "media.jitter_depth", "integer"),
+        ("media:\n  unreachable_timeout: -1\n", 2, "media.unreachable_timeout", "at least 0"),
+        ("media:\n  unreachable_timeout: soon\n", 2, "media.unreachable_timeout", "a number"),
         ("sip:\n  listen: 127.0.0.1:99999\n", 2, "sip.listen", "bad port"),
         ("sip:\n  listen: 999.1.1.1:5060\n", 2, "sip.listen", "not an IPv4 or IPv6 address"),
         ("sip:\n  listen: sip.example.com:5060\n", 2, "sip.listen", "not an IPv4 or IPv6"),
@@ -122,6 +124,16 @@ def test_a_yaml_syntax_error_names_file_line_and_key(
     assert message.startswith(f"{path}:{line}: {key}: not valid YAML: "), message
     assert why in message, message
     assert "\n" not in message
+
+
+def test_media_unreachable_timeout_is_read_from_the_media_section(tmp_path: Path) -> None:
+    """media.unreachable_timeout is SipdConfig.media_unreachable_timeout (0 turns it off)."""
+    path = tmp_path / "sipd.yaml"
+    path.write_text("media:\n  timeout: 30\n  unreachable_timeout: 2.5\n")
+    cfg = load_config(str(path))
+    assert (cfg.sip.media_timeout, cfg.sip.media_unreachable_timeout) == (30, 2.5)
+    path.write_text("media:\n  unreachable_timeout: 0\n")
+    assert load_config(str(path)).sip.media_unreachable_timeout == 0
 
 
 def test_an_unreadable_config_file_is_named(tmp_path: Path) -> None:

@@ -158,3 +158,69 @@ def test_a_table_with_timers_needs_a_clock() -> None:
     table = parse_state_table(TABLE, "timers.yaml")
     with pytest.raises(SipdValueError, match="needs a clock"):
         MachineFactory(table, Role.UAC)
+
+
+def hooks(machine: SessionMachine) -> Core:
+    core = machine._hooks
+    assert isinstance(core, Core)
+    return core
+
+
+def test_a_deadline_moved_earlier_without_an_event_waits_for_reschedule(
+    machine: SessionMachine, clock: Clock
+) -> None:
+    """Deadlines are read after a step and when the timer fires; data that moves one
+    earlier without an event (ICMP evidence for the media timeout) needs reschedule()."""
+    machine.post(Event("Go"))
+    clock.advance(1)
+    hooks(machine).delays["short"] = 2.0
+    assert pending(clock) == [5.0]  # nothing re-read it yet
+    machine.reschedule()
+    assert pending(clock) == [2.0]
+    clock.advance(1)
+    assert machine.state == "Expired"
+    assert [t.event_name for t in machine.history] == ["Go", "Timeout"]
+
+
+def test_reschedule_to_a_deadline_already_past_fires_at_once(
+    machine: SessionMachine, clock: Clock
+) -> None:
+    machine.post(Event("Go"))
+    clock.advance(3)
+    hooks(machine).delays["short"] = 1.0
+    machine.reschedule()
+    assert machine.state == "Waiting"  # through the clock, never inside the caller
+    clock.advance(0)
+    assert machine.state == "Expired"
+
+
+def test_reschedule_without_timers_or_when_final_does_nothing(
+    machine: SessionMachine, clock: Clock
+) -> None:
+    machine.reschedule()  # Idle owns no timer
+    assert pending(clock) == []
+    machine.post(Event("Go"))
+    machine.post(Event("Finish"))
+    machine.reschedule()
+    assert machine.is_final and pending(clock) == []
+    machine.release()
+    machine.reschedule()
+    assert pending(clock) == []
+
+
+def test_reschedule_while_running_takes_effect_once_settled(
+    machine: SessionMachine, clock: Clock
+) -> None:
+    """Called from a listener (an effect, after the step re-read its deadlines): the new
+    deadline is read once the machine has settled, not lost."""
+    core = hooks(machine)
+
+    def listener(transition: Any) -> None:
+        if transition.event_name == "Poke":
+            core.delays["short"] = 2.0
+            machine.reschedule()
+
+    machine.listeners.append(listener)
+    machine.post(Event("Go"))
+    machine.post(Event("Poke"))
+    assert pending(clock) == [2.0]

@@ -24,6 +24,7 @@ from tests.unit.test_transport_udp import Stack, sip_request
 # A control with only the check under test switched on.
 OFF = {
     "max_lag": 0.0,
+    "lag_sustain": 0.0,  # the lag tests below that want a sustain window set it
     "max_backlog": 0,
     "max_pending": 0,
     "max_invite_rate": 0.0,
@@ -99,6 +100,53 @@ def test_a_probe_overdue_now_counts_before_it_has_run() -> None:
     assert oc.check("192.0.2.1") is None  # 0.0725: not yet
     clock.rightNow += 0.2  # 0.4 s past it
     assert oc.current_lag() == pytest.approx(0.03 + LAG_WEIGHT * (0.4 - 0.03))
+    assert oc.check("192.0.2.1") == "lag"
+
+
+def test_lag_must_last_lag_sustain_seconds_before_calls_are_refused() -> None:
+    """A stall of 0.9 s (a collection on a busy machine) pushes the average over the
+    bound, but the INVITEs that queued behind it are admitted: only a loop that stays
+    behind for ``lag_sustain`` seconds is overloaded."""
+    clock = Clock()
+    oc = control(clock, max_lag=0.2, lag_sustain=1.0)
+    oc.check("192.0.2.1")
+    clock.rightNow += PROBE_INTERVAL + 0.9  # stalled: the probe is 0.9 s overdue
+    assert oc.current_lag() == pytest.approx(0.225)
+    assert oc.behind_for() == pytest.approx(0.7)
+    assert oc.check("192.0.2.1") is None
+    clock.advance(0)  # the probe runs: the average is over the bound, briefly
+    for _ in range(3):  # then the loop catches up: probes on time
+        clock.advance(PROBE_INTERVAL)
+    assert oc.check("192.0.2.1") is None
+    assert oc.refused == 0
+
+
+def test_a_loop_behind_for_lag_sustain_seconds_is_refused() -> None:
+    clock = Clock()
+    oc = control(clock, max_lag=0.1, lag_sustain=1.0)
+    oc.check("192.0.2.1")
+    for _ in range(4):
+        clock.advance(PROBE_INTERVAL + 0.3)  # every probe 0.3 s late
+    assert oc.lag_average > 0.1
+    assert 0 < oc.behind_for() < 1.0
+    assert oc.check("192.0.2.1") is None  # behind, but not for long enough yet
+    for _ in range(3):
+        clock.advance(PROBE_INTERVAL + 0.3)
+    assert oc.behind_for() >= 1.0
+    assert oc.check("192.0.2.1") == "lag"
+    for _ in range(10):  # caught up: the average falls below the bound, the clock resets
+        clock.advance(PROBE_INTERVAL)
+    assert oc.behind_for() == 0.0
+    assert oc.check("192.0.2.1") is None
+
+
+def test_a_loop_stuck_longer_than_lag_sustain_in_one_batch_is_refused() -> None:
+    """No probe runs while one long batch is processed: the overdue probe says how long."""
+    clock = Clock()
+    oc = control(clock, max_lag=0.1, lag_sustain=1.0)
+    oc.check("192.0.2.1")
+    clock.rightNow += PROBE_INTERVAL + 1.5
+    assert oc.behind_for() == pytest.approx(1.4)
     assert oc.check("192.0.2.1") == "lag"
 
 
@@ -225,7 +273,13 @@ def test_refusals_are_counted_by_reason_and_lag_is_a_gauge() -> None:
     clock = Clock()
     metrics = Metrics()
     oc = OverloadControl(
-        clock, max_lag=0.1, max_pending=1, source_rate=1.0, source_burst=1, metrics=metrics
+        clock,
+        max_lag=0.1,
+        lag_sustain=0.0,
+        max_pending=1,
+        source_rate=1.0,
+        source_burst=1,
+        metrics=metrics,
     )
     oc.check("192.0.2.1")
     oc.check("192.0.2.1")  # source
@@ -297,7 +351,7 @@ def _final(stack: Stack, sent: list[tuple[bytes, tuple[str, int]]]) -> list[Resp
 def test_under_lag_a_new_invite_gets_503_but_the_admitted_call_completes() -> None:
     """The call admitted before the loop fell behind gets its ACK and BYE served;
     a new INVITE meanwhile gets 503 with Retry-After and leaves nothing behind."""
-    stack = Stack()
+    stack = Stack(overload_lag_sustain=0)  # refuse at the first sign of lag
     try:
         sent = stack.receive(_invite("admitted@test", "z9hG4bKadm1"))
         stack.reactor.advance(0)  # the default handler answers on the next turn
@@ -423,10 +477,12 @@ def test_the_daemon_config_maps_its_overload_section() -> None:
     from sipd.daemon.config import parse_config
 
     cfg = parse_config(
-        "overload:\n  enabled: false\n  max_lag: 0.25\n  max_backlog: 0\n  max_pending: 10\n"
+        "overload:\n  enabled: false\n  max_lag: 0.25\n  lag_sustain: 0.5\n  max_backlog: 0\n"
+        "  max_pending: 10\n"
         "  max_invite_rate: 300\n  source_rate: 0\n  source_burst: 7\n  retry_after: 30\n"
     )
     sip = cfg.sip
+    assert sip.overload_lag_sustain == 0.5
     assert (sip.overload_control, sip.overload_max_lag, sip.overload_max_pending) == (
         False,
         0.25,
@@ -446,7 +502,7 @@ def test_a_refused_invite_retransmitted_later_gets_the_same_503() -> None:
     INVITE refused while the loop lagged is refused again when retransmitted after
     the loop caught up, for 64*T1; admitting the copy would answer a caller that
     already took the 503 as final."""
-    stack = Stack()
+    stack = Stack(overload_lag_sustain=0)
     try:
         stack.reactor.advance(0)
         oc = stack.coordinator.dialogs.overload
@@ -509,7 +565,7 @@ def test_a_retransmitted_invite_admitted_before_the_lag_is_not_refused() -> None
 def test_a_retransmission_of_an_admitted_invite_is_never_refused() -> None:
     """The loop falls behind after an INVITE was admitted: its retransmission still
     belongs to its transaction (which repeats its last response), not to a 503."""
-    stack = Stack()
+    stack = Stack(overload_lag_sustain=0)
     try:
         first = stack.responses(stack.receive(_invite("kept@test", "z9hG4bKkept")))
         assert [r.status for r, _ in first] == [180]

@@ -38,6 +38,8 @@ from sipd.session.failures import ERROR_TYPES
 from sipd.session.table_model import Role, Row
 from tests.unit.session_fakes import (
     G729,
+    PEER_HOST,
+    PEER_PORT,
     Call,
     World,
     answer_sdp,
@@ -908,6 +910,86 @@ def test_the_media_timeout_runs_only_in_active(role: Role) -> None:
     post(call, ("ReinviteAnswered", ()))
     assert session.state == "Active"
     assert state_timers(call)["MediaTimeout"].getTime() == 105
+    post(call, HANGUP)
+    _finish(call)
+
+
+def _icmp_evidence(call: Call, at: float) -> tuple[str, int]:
+    """The media reports ICMP port unreachable for the peer's RTP address at ``at``."""
+    stream = call.media.media.stream
+    stream.unreachable_since, stream.unreachable_addr = at, (PEER_HOST, PEER_PORT)
+    return stream.unreachable_addr
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_icmp_evidence_ends_the_silent_call_sooner(role: Role) -> None:
+    """ICMP port unreachable for our RTP (the peer's process died) is evidence: once the
+    machine re-reads its timers (the media calls reschedule()), the call ends
+    media_unreachable_timeout seconds after the first error, with BYE, saying why."""
+    call = _active(
+        role, _no_session_timer, media_timeout=60, media_unreachable_timeout=2, session_expires=0
+    )
+    clock, session = call.world.clock, call.session
+    assert _deadlines(call) == {"MediaTimeout": 60}
+    clock.advance(10)
+    call.media.media.stream.last_heard = 10.0
+    clock.advance(3)
+    host, port = _icmp_evidence(call, 13.0)
+    assert _deadlines(call) == {"MediaTimeout": 60}  # nothing has re-read it yet
+    session.machine.reschedule()
+    assert _deadlines(call) == {"MediaTimeout": 15}
+    mark = call.log.mark()
+    clock.advance(2)
+    assert session.state == "Terminating"
+    assert call.log.since(mark) == [("stop",), ("bye",)]
+    failure = session.failure
+    assert isinstance(failure, CallFailed)
+    assert str(failure) == (
+        f"no RTP or RTCP from {session.remote_uri} for 5s (ICMP port unreachable for "
+        f"{host}:{port}); the call was ended with BYE"
+    )
+    _finish(call)
+
+
+@pytest.mark.parametrize(
+    ("config", "deadlines"),
+    [
+        ({"media_timeout": 60, "media_unreachable_timeout": 0}, {"MediaTimeout": 60}),
+        ({"media_timeout": 0, "media_unreachable_timeout": 2}, {}),
+    ],
+)
+def test_icmp_evidence_is_ignored_when_turned_off(
+    config: dict[str, float], deadlines: dict[str, float]
+) -> None:
+    """media_unreachable_timeout 0 waits for the full media timeout regardless; media_timeout
+    0 turns the whole timer off, evidence or not."""
+    call = _active(Role.UAC, _no_session_timer, **config)
+    call.world.clock.advance(3)
+    _icmp_evidence(call, 3.0)
+    call.session.machine.reschedule()
+    assert _deadlines(call) == deadlines
+    post(call, HANGUP)
+    _finish(call)
+
+
+def test_icmp_evidence_is_no_timeout_on_hold() -> None:
+    """On hold silence is expected and Active's timer is gone: evidence changes nothing
+    until the call is taken off hold, when the peer gets media_unreachable_timeout from
+    then."""
+    call = _active(Role.UAC, _no_session_timer, media_timeout=60, media_unreachable_timeout=2)
+    clock, session = call.world.clock, call.session
+    for key in HELD:
+        post(call, key)
+    clock.advance(10)
+    _icmp_evidence(call, 10.0)
+    session.machine.reschedule()
+    assert session.state == "OnHold" and "MediaTimeout" not in state_timers(call)
+    clock.advance(90)
+    assert session.state == "OnHold"
+    post(call, ("Resume", ()))
+    post(call, ("ReinviteAnswered", ()))
+    assert session.state == "Active"
+    assert _deadlines(call) == {"MediaTimeout": 102}
     post(call, HANGUP)
     _finish(call)
 
