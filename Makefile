@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sipd-installed
-DEB_PACKAGES := sip-tester nftables kamailio baresip-core
+DEB_PACKAGES := sip-tester nftables kamailio kamailio-tls-modules baresip-core dnsmasq-base
 PYTEST_ARGS ?=
 
 .PHONY: test lint typecheck pytest sysdeps venv bench clean demo

@@ -30,10 +30,16 @@ setup(
         "automat>=25.4.16",
         "numpy>=2.4",
         "pyyaml>=6.0.4",
+        # SIP over TLS (Twisted's TLS needs both), SRTP (libsrtp's binding).
+        "pyopenssl>=26.4",
+        "service_identity>=26.1",
+        "pylibsrtp>=1.0",
     ],
     extras_require={
         "test": [
             "pytest>=9.2",
+            # The tests make their own CA and certificates.
+            "cryptography>=50.0",
             "pytest-twisted>=1.14.3",
             "hypothesis>=6.170",
             "ruff>=0.17.6",
