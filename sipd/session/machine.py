@@ -61,11 +61,12 @@ from functools import partial
 from typing import Any, Protocol, cast
 
 from automat import TypeMachineBuilder
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from sipd.errors import ActionFailed, SipdValueError, UnhandledEvent
 from sipd.logs import Logger
+from sipd.session.state_timers import StateTimers
 from sipd.session.table_model import GuardTest, Role, Row, StateInfo, StateTable, TimerSpec
 
 __all__ = [
@@ -162,72 +163,6 @@ class _Released:
 
 
 _RELEASED = _Released()
-
-
-class _StateTimers:
-    """The data of a state that owns timers: when it was entered and its pending calls."""
-
-    __slots__ = ("_calls", "_live", "entered_at", "specs")
-
-    def __init__(self, specs: tuple[TimerSpec, ...], entered_at: float) -> None:
-        self.specs = specs
-        self.entered_at = entered_at
-        self._calls: dict[TimerSpec, IDelayedCall] = {}
-        self._live = True
-
-    def sync(self, machine: SessionMachine) -> None:
-        """Schedule each timer at its current deadline (or drop it if it has none)."""
-        if not self._live:
-            return
-        clock = machine._factory.clock
-        assert clock is not None  # checked when the factory was built
-        hooks: Any = machine._hooks
-        now = clock.seconds()
-        for spec in self.specs:
-            deadline = hooks.timer_deadline(spec.delay, self.entered_at)
-            call = self._calls.get(spec)
-            if deadline is None:
-                if call is not None:
-                    if call.active():
-                        call.cancel()
-                    del self._calls[spec]
-                continue
-            delay = max(0.0, deadline - now)
-            if call is not None and call.active():
-                due = max(deadline, now)
-                if due > call.getTime() + 1e-6:
-                    call.reset(delay)  # later: Twisted defers the move (cheap)
-                    continue
-                if due > call.getTime() - 1e-6:
-                    continue
-                # Sooner: reset() would search the reactor's whole timer list.
-                call.cancel()
-            self._calls[spec] = clock.callLater(delay, machine._timer_fired, self, spec)
-
-    def fired(self, machine: SessionMachine, spec: TimerSpec) -> object | None:
-        """The event to post for ``spec``, or None when its deadline moved on."""
-        self._calls.pop(spec, None)
-        if not self._live:
-            return None
-        hooks: Any = machine._hooks
-        clock = machine._factory.clock
-        assert clock is not None
-        deadline = hooks.timer_deadline(spec.delay, self.entered_at)
-        if deadline is None:
-            return None
-        if deadline > clock.seconds() + 1e-6:
-            self.sync(machine)  # the deadline moved later: wait on
-            return None
-        event: object = hooks.timer_event(spec.event)
-        return event
-
-    def cancel(self) -> None:
-        """Leaving the state: no timer of it may fire any more."""
-        self._live = False
-        for call in self._calls.values():
-            if call.active():
-                call.cancel()
-        self._calls.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,16 +285,16 @@ def _index_transitions(automaton: Any) -> None:
     automaton.outputForInput = output_for_input
 
 
-def _timer_factory(specs: tuple[TimerSpec, ...]) -> Callable[[Any, SessionMachine], _StateTimers]:
-    def enter(proto: object, core: SessionMachine) -> _StateTimers:
+def _timer_factory(specs: tuple[TimerSpec, ...]) -> Callable[[Any, SessionMachine], StateTimers]:
+    def enter(proto: object, core: SessionMachine) -> StateTimers:
         return core._entering(specs)
 
     enter.__name__ = "timers_" + "_".join(spec.event for spec in specs)
     return enter
 
 
-def _leaving(row: Row) -> Callable[[Any, SessionMachine, _StateTimers], Row]:
-    def leave(proto: object, core: SessionMachine, timers: _StateTimers) -> Row:
+def _leaving(row: Row) -> Callable[[Any, SessionMachine, StateTimers], Row]:
+    def leave(proto: object, core: SessionMachine, timers: StateTimers) -> Row:
         timers.cancel()
         return row
 
@@ -393,8 +328,8 @@ class SessionMachine:
         self._effects: deque[Callable[[], object]] = deque()
         self._running = False
         # The timers of the current state, and those of a state just entered.
-        self._timers: _StateTimers | None = None
-        self._entered: _StateTimers | None = None
+        self._timers: StateTimers | None = None
+        self._entered: StateTimers | None = None
         #: The row whose actions are running (None between events).
         self.current_row: Row | None = None
         self.history: deque[Transition] = deque(maxlen=factory.history_limit)
@@ -501,9 +436,12 @@ class SessionMachine:
         timers = self._timers
         if timers is not None and not self.is_final:
             if self._running:
-                self._effects.append(partial(timers.sync, self))  # no-op if the state is left
+                # A no-op if the state has been left by then.
+                self._effects.append(
+                    partial(timers.sync, self._factory.clock, self._hooks, self._timer_fired)
+                )
             else:
-                timers.sync(self)
+                timers.sync(self._factory.clock, self._hooks, self._timer_fired)
 
     def release(self) -> None:
         """Let go of the session once the call is over (no-op before a final state).
@@ -572,7 +510,7 @@ class SessionMachine:
         elif row.next_state != row.state:
             self._timers = None
         if self._timers is not None:
-            self._timers.sync(self)
+            self._timers.sync(self._factory.clock, self._hooks, self._timer_fired)
         transition = Transition(
             from_state=row.state,
             event=event,
@@ -630,15 +568,15 @@ class SessionMachine:
         return failure
 
     # -- timers owned by states -------------------------------------------------------
-    def _entering(self, specs: tuple[TimerSpec, ...]) -> _StateTimers:
+    def _entering(self, specs: tuple[TimerSpec, ...]) -> StateTimers:
         """Automat entered a state that owns timers: they start once its row's actions ran."""
         clock = self._factory.clock
         assert clock is not None  # checked when the factory was built
-        self._entered = _StateTimers(specs, clock.seconds())
+        self._entered = StateTimers(specs, clock.seconds())
         return self._entered
 
-    def _timer_fired(self, timers: _StateTimers, spec: TimerSpec) -> None:
-        event = timers.fired(self, spec)
+    def _timer_fired(self, timers: StateTimers, spec: TimerSpec) -> None:
+        event = timers.fired(self._factory.clock, self._hooks, self._timer_fired, spec)
         if event is not None:
             self.post(event)
 
