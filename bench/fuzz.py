@@ -15,12 +15,13 @@ reached, not only the parser.
 
 Every SIP datagram the fuzzer receives back must parse with sipd's own
 parser (``bad_responses`` counts those that do not; samples go to the work
-directory), with one exception the RFCs make: a 400 answering a request
-whose From or To does not parse carries that header exactly as it came
-(RFC 3261 §8.2.6.2: the response's From and To equal the request's, a To tag
-added; RFC 4475 §3.1.2 expects the 400). The fuzzer remembers the From and
-To of what it sent by Via branch and counts such a reply as ``echoed``, not
-bad, only when the header that fails is byte for byte the one it sent.
+directory), with one exception the RFCs make: an error reply (a 400) to a
+request whose From or To does not parse carries that header exactly as it
+came (RFC 3261 §8.2.6.2: the response's From and To equal the request's, a
+To tag added; RFC 4475 §3.1.2 expects the 400). The fuzzer remembers the
+From and To of what it sent by Call-ID and CSeq and counts such a reply as
+``echoed``, not bad, only when the header that fails is byte for byte the
+one it sent.
 
 At the end the fuzzer asks the target, on its control port, to wait until
 its timers have run out (64*T1 with T1 = 50 ms, and the call timers) and
@@ -55,7 +56,6 @@ import argparse
 import json
 import os
 import random
-import re
 import signal
 import socket
 import subprocess
@@ -114,9 +114,10 @@ def stop_target(proc: subprocess.Popen[bytes]) -> None:
             pass
 
 
-_BRANCH_RE = re.compile(rb"branch=([^;,\s]+)")
-#: Requests whose From/To the fuzzer remembers (by branch), at most.
+#: Call-IDs whose requests' From/To the fuzzer remembers, at most.
 _REMEMBER = 200_000
+#: Distinct From/To pairs remembered per Call-ID, at most.
+_PER_CALL = 256
 
 
 def _header_value(data: bytes, names: tuple[bytes, ...]) -> str | None:
@@ -129,39 +130,44 @@ def _header_value(data: bytes, names: tuple[bytes, ...]) -> str | None:
 
 
 class SentHeaders:
-    """The From and To of each request sent, by its top Via branch (bounded)."""
+    """The From and To of each request sent, by its raw Call-ID (bounded).
+
+    Not by branch: a CANCEL shares its INVITE's branch and a mutation may
+    have removed it; not by CSeq: a reply repairs an out-of-range one. A
+    reply echoes the Call-ID as it came.
+    """
 
     def __init__(self) -> None:
-        self._by_branch: dict[bytes, tuple[str | None, str | None]] = {}
+        self._sent: dict[str, list[tuple[str | None, str | None]]] = {}
 
     def record(self, data: bytes) -> None:
         if data.startswith(b"SIP/"):
             return
-        match = _BRANCH_RE.search(data)
-        if match is None:
+        call_id = _header_value(data, (b"call-id", b"i"))
+        if call_id is None:
             return
-        if len(self._by_branch) >= _REMEMBER:
-            del self._by_branch[next(iter(self._by_branch))]
-        self._by_branch[match.group(1)] = (
-            _header_value(data, (b"from", b"f")),
-            _header_value(data, (b"to", b"t")),
-        )
+        if len(self._sent) >= _REMEMBER:
+            del self._sent[next(iter(self._sent))]
+        entry = (_header_value(data, (b"from", b"f")), _header_value(data, (b"to", b"t")))
+        entries = self._sent.setdefault(call_id, [])
+        if entry not in entries:
+            entries.append(entry)
+            del entries[:-_PER_CALL]
 
     def echoes_bad_header(self, message: Response) -> bool:
-        """True for a 400 whose unparseable From or To is the one its request carried."""
-        if message.status != 400:
+        """True for an error reply whose unparseable From or To is the one its request
+        carried (§8.2.6.2: From and To are copied, a To tag added)."""
+        if message.status < 400:
             return False
-        match = _BRANCH_RE.search((message.headers.get("Via") or "").encode())
-        sent = self._by_branch.get(match.group(1)) if match else None
-        if sent is None:
-            return False
+        key = (message.headers.get("Call-ID") or "").strip()
         got_from = (message.headers.get("From") or "").strip()
         got_to = (message.headers.get("To") or "").strip()
-        sent_from, sent_to = sent
-        if sent_from is None or sent_to is None or got_from != sent_from:
-            return False
-        # §8.2.6.2: the UAS adds a To tag when the request had none.
-        if got_to != sent_to and not got_to.startswith(f"{sent_to};tag="):
+        for sent_from, sent_to in self._sent.get(key, ()):
+            if sent_from is None or sent_to is None or got_from != sent_from:
+                continue
+            if got_to == sent_to or got_to.startswith(f"{sent_to};tag="):
+                break
+        else:
             return False
         try:
             check_headers(message)
