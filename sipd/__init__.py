@@ -22,6 +22,7 @@ from sipd.errors import (
     SipdError,
     SipdValueError,
     StateTableError,
+    TransportError,
 )
 from sipd.media.frame import AudioFrame
 from sipd.media.ports import PortsExhausted
@@ -74,6 +75,7 @@ __all__ = [
     "SipdError",
     "SipdValueError",
     "StateTableError",
+    "TransportError",
     "UnifiedCoordinator",
     "UnifiedSession",
     "__version__",

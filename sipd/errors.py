@@ -26,6 +26,7 @@ __all__ = [
     "SipdValueError",
     "StateTableError",
     "TransactionError",
+    "TransportError",
     "UnhandledEvent",
     "WavFormatError",
 ]
@@ -107,6 +108,22 @@ class TransactionError(SipdError):
     whose top Via has no RFC 3261 branch handed to a client transaction; the
     message names the method, the status and the state.
     """
+
+
+class TransportError(SipdError, OSError):
+    """A SIP message could not be carried over TCP or TLS; the message names the peer and why.
+
+    For example "TLS to 127.0.0.1:5061 failed: certificate verify failed
+    (self-signed certificate)" or "TCP connection to 127.0.0.1:5060 was
+    lost: closed by the peer". It is an ``OSError`` too, so the transaction
+    layer's transport-error path (RFC 3261 §17.1.4, §17.2.4), which takes
+    ``OSError`` from every transport, fails the transaction at once instead
+    of waiting for a timeout. ``peer`` is the (host, port) concerned, or None.
+    """
+
+    def __init__(self, message: str, *, peer: tuple[str, int] | None = None) -> None:
+        super().__init__(message)
+        self.peer = peer
 
 
 class CallError(SipdError):
