@@ -41,6 +41,7 @@ from sipd.session.registrar import Registrar
 from sipd.session.session import UnifiedSession
 from sipd.session.views import HeadersView, ResponseView
 from sipd.sip.auth_server import ha1_set
+from sipd.transport.tls import TlsConfig
 
 __version__ = "0.1.0"
 
@@ -75,6 +76,7 @@ __all__ = [
     "SipdError",
     "SipdValueError",
     "StateTableError",
+    "TlsConfig",
     "TransportError",
     "UnifiedCoordinator",
     "UnifiedSession",

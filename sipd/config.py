@@ -13,8 +13,12 @@ from importlib import resources
 from pathlib import Path
 
 from sipd.errors import ConfigError
+from sipd.transport.tls import TlsConfig
 
-__all__ = ["DEFAULT_STATE_TABLE", "SipdConfig", "default_state_table_path"]
+#: The SIP transports sipd speaks.
+TRANSPORTS = ("udp", "tcp", "tls")
+
+__all__ = ["DEFAULT_STATE_TABLE", "TRANSPORTS", "SipdConfig", "default_state_table_path"]
 
 
 def default_state_table_path() -> Path:
@@ -33,8 +37,16 @@ class SipdConfig:
     name: str = "sipd"
     #: Address the SIP socket binds to.
     host: str = "127.0.0.1"
-    #: SIP UDP port; 0 picks a free one.
+    #: SIP port (UDP, and TCP/TLS when ``transport`` asks); 0 picks a free one.
     port: int = 5060
+    #: How our requests travel: "udp", "tcp" or "tls" (docs/transports.md). UDP is
+    #: always served; "tcp"/"tls" also listen on that stream transport (same port
+    #: number) and send every request of ours over it (Via, Contact say so).
+    transport: str = "udp"
+    #: Certificates for "tls": a client needs the CA, a server its certificate and key.
+    tls: TlsConfig | None = None
+    #: Close a TCP/TLS connection idle this long (seconds).
+    tcp_idle_timeout: float = 300.0
     #: Host written into Contact/Via/SDP when ``host`` is a wildcard (0.0.0.0, ::).
     advertised_host: str | None = None
     #: RTP ports are taken from this inclusive range, even numbers for RTP.
@@ -124,6 +136,14 @@ class SipdConfig:
         """Check ranges and types; raise :class:`ConfigError` naming the key."""
         if not 0 <= self.port < 65536:
             raise ConfigError(f"port: {self.port} is not a UDP port (0-65535)")
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(
+                f"transport: {self.transport!r} is not one of {', '.join(TRANSPORTS)}"
+            )
+        if self.tls is not None and not isinstance(self.tls, TlsConfig):
+            raise ConfigError(f"tls: {self.tls!r} must be a sipd.TlsConfig")
+        if not isinstance(self.tcp_idle_timeout, int | float) or self.tcp_idle_timeout <= 0:
+            raise ConfigError(f"tcp_idle_timeout: {self.tcp_idle_timeout!r} must be > 0 seconds")
         if not (1024 <= self.media_port_min <= self.media_port_max < 65536):
             raise ConfigError(
                 f"media_port_min/media_port_max: {self.media_port_min}-{self.media_port_max} "

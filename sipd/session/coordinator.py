@@ -55,6 +55,7 @@ from sipd.session.registry import SessionRegistry
 from sipd.session.session import UnifiedSession
 from sipd.session.state_table import Role
 from sipd.session.store import SessionStore
+from sipd.session.transports import Transports
 from sipd.sip.address import NameAddr
 from sipd.sip.auth import DigestClient
 from sipd.sip.message import Request
@@ -98,7 +99,9 @@ class UnifiedCoordinator:
         self.registry = SessionRegistry()
         self.media = MediaAdapter(config, reactor)
         self.transport = SipDatagramProtocol(self.clock, self.metrics)
-        self.dialogs = DialogAdapter(config, self.clock, self.transport.send, self.metrics)
+        #: UDP plus the configured stream transport (TCP/TLS), behind one send.
+        self.transports = Transports(self.transport)
+        self.dialogs = DialogAdapter(config, self.clock, self.transports.send, self.metrics)
         self.interceptor = SignalingInterceptor(
             handler or AcceptAllHandler(),
             self.clock,
@@ -154,7 +157,15 @@ class UnifiedCoordinator:
         widen_receive_buffer(self._port)
         port: int = self._port.getHost().port  # type: ignore[attr-defined]
         timers = TimerConfig(t1=self.config.t1, t2=self.config.t2, t4=self.config.t4)
-        self.layer = TransactionLayer(self.clock, self.transport.send, self.dialogs, timers)
+        self.layer = TransactionLayer(self.clock, self.transports.send, self.dialogs, timers)
+        try:
+            self.transports.open_stream(
+                self.config, self.reactor, self.clock, self.metrics, self.layer, port
+            )
+        except Exception:
+            self._port.stopListening()
+            self._port = None
+            raise
         self.layer.on_empty = self._quiet
         self.transport.set_handler(self.layer.receive)
         self.transport.screen = self.dialogs.overload.screen
@@ -371,10 +382,12 @@ class UnifiedCoordinator:
             if self.layer is not None:
                 self.layer.close()
             port, self._port = self._port, None
+            waits = [self.transports.close()]
             if port is not None:
-                result: defer.Deferred[None] | None = port.stopListening()
-                return result
-            return None
+                stopped = port.stopListening()
+                if isinstance(stopped, defer.Deferred):
+                    waits.append(stopped)
+            return defer.gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
 
         done.addCallback(unbind)
         return done

@@ -32,7 +32,7 @@ from sipd.sip.dialog import Dialog
 from sipd.sip.errors import SipParseError
 from sipd.sip.headers import Headers
 from sipd.sip.message import Request, Response, make_response
-from sipd.sip.transaction import Addr, ServerTransaction, TransactionLayer, new_branch
+from sipd.sip.transaction import Addr, Flow, ServerTransaction, TransactionLayer, new_branch
 from sipd.sip.uri import Uri
 from sipd.transport.ratelimit import RateLimitedLog
 
@@ -149,9 +149,10 @@ class DialogCore:
         host = self.host
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
-        return Uri(
-            scheme="sip", host=host, user=user or self.config.name, port=self.advertised_port
-        )
+        uri = Uri(scheme="sip", host=host, user=user or self.config.name, port=self.advertised_port)
+        transport = self.config.transport
+        # Requests to us come back over the transport we speak (RFC 3261 §19.1.1).
+        return uri if transport == "udp" else uri.with_param("transport", transport)
 
     @property
     def contact(self) -> str:
@@ -159,9 +160,27 @@ class DialogCore:
         return f"<{self.local_uri()}>"
 
     def resolve(self, uri: Uri) -> Addr:
-        """Where to send a request for ``uri``: its maddr or host, and port."""
+        """Where to send a request for ``uri``: its maddr or host, and port.
+
+        A :class:`~sipd.sip.transaction.Flow` when the request goes over TCP or
+        TLS (our configured transport, :meth:`transport_for`).
+        """
         host = uri.param("maddr") or uri.host
-        return resolve_host(host), uri.default_port
+        return self._over(uri, (resolve_host(host), uri.default_port))
+
+    def _over(self, uri: Uri, addr: Addr) -> Addr:
+        """``addr`` as the transport for ``uri`` (see :meth:`resolve`) carries it."""
+        transport = self.transport_for(uri)
+        return addr if transport == "udp" else Flow(addr[0], addr[1], transport)
+
+    def transport_for(self, uri: Uri) -> str:
+        """The transport a request to ``uri`` takes: the UA's configured one.
+
+        Every request of ours goes over one transport, the one our Via and
+        Contact name; a URI's ``;transport=`` or ``sips:`` choosing another
+        per call is not supported yet (docs/transports.md).
+        """
+        return self.config.transport
 
     def _next_hop_addr(self, dialog: Dialog) -> Addr:
         """Where an in-dialog request goes: the first route, else the remote target.
@@ -176,10 +195,11 @@ class DialogCore:
         host = maddr or hop.host
         with contextlib.suppress(CallFailed):
             host = resolve_host(host)
-        return host, hop.default_port
+        return self._over(hop, (host, hop.default_port))
 
     def _via(self) -> str:
-        return f"SIP/2.0/UDP {self._hostport};branch={new_branch()};rport"
+        token = self.config.transport.upper()
+        return f"SIP/2.0/{token} {self._hostport};branch={new_branch()};rport"
 
     def _common_headers(self) -> list[tuple[str, str]]:
         """Allow, Supported and User-Agent: what our INVITEs and their 2xx advertise."""

@@ -13,8 +13,11 @@ The transactions themselves live in :mod:`sipd.sip.transaction_client` and
 :mod:`sipd.sip.transaction_server`, the timer values and ``Addr`` in
 :mod:`sipd.sip.transaction_base`; their names are re-exported here.
 
-Only UDP is modelled: the timers that are zero on reliable transports (D, I,
-J, K) use their UDP values, and requests are always retransmitted.
+Over UDP requests and non-2xx finals are retransmitted and the wait timers
+(D, I, J, K) run; an address that is a :class:`Flow` (TCP or TLS) is reliable:
+no retransmission, those timers are zero, responses go back on the request's
+connection (§18.2.2), and a connection that fails fails its transactions at
+once (:meth:`TransactionLayer.connection_failed`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,14 @@ from sipd.errors import TransactionError
 from sipd.logs import Logger
 from sipd.sip.errors import SipParseError
 from sipd.sip.message import Request, Response, make_response
-from sipd.sip.transaction_base import DEFAULT_TIMERS, Addr, TimerConfig
+from sipd.sip.transaction_base import (
+    DEFAULT_TIMERS,
+    Addr,
+    Flow,
+    TimerConfig,
+    is_reliable,
+    transport_of,
+)
 from sipd.sip.transaction_client import (
     ClientState,
     ClientTransaction,
@@ -44,15 +54,18 @@ __all__ = [
     "Addr",
     "ClientState",
     "ClientTransaction",
+    "Flow",
     "ServerState",
     "ServerTransaction",
     "TimerConfig",
     "TransactionError",
     "TransactionLayer",
     "TransactionUser",
+    "is_reliable",
     "make_ack_for_non2xx",
     "make_cancel",
     "new_branch",
+    "transport_of",
 ]
 
 _log = Logger()
@@ -264,9 +277,9 @@ class TransactionLayer:
             txn._receive_retransmission()
             return
 
-        txn = ServerTransaction(
-            self, request, source, response_address(via, source), key, legacy=legacy
-        )
+        # §18.2.2: over TCP/TLS the response goes back on the request's connection.
+        dest = source if is_reliable(source) else response_address(via, source)
+        txn = ServerTransaction(self, request, source, dest, key, legacy=legacy)
         self._servers[key] = txn
         try:
             if method == "CANCEL":
@@ -320,6 +333,19 @@ class TransactionLayer:
             client.terminate()
         for server in list(self._servers.values()):
             server.terminate()
+
+    def connection_failed(self, addr: Addr, error: OSError) -> None:
+        """A TCP/TLS connection to ``addr`` failed or dropped: fail what rode on it.
+
+        Client transactions sent there fail at once with ``error`` (their TU
+        sees a transport error, not a timeout 64*T1 later); server transactions
+        whose responses would go there end, and their TU is told.
+        """
+        for client in [c for c in self._clients.values() if c.dest == addr]:
+            client.transport_failed(error)
+        for server in [t for t in self._servers.values() if t.dest == addr]:
+            server.terminate()
+            self.tu.server_transport_error(server, error)
 
     # -- called by the transactions ----------------------------------------------
     def _client_ended(self, txn: ClientTransaction) -> None:

@@ -10,10 +10,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-__all__ = ["DEFAULT_TIMERS", "Addr", "TimerConfig"]
+__all__ = ["DEFAULT_TIMERS", "Addr", "Flow", "TimerConfig", "is_reliable", "transport_of"]
 
-#: A transport address: host and port.
+#: A transport address: host and port (UDP unless it is a :class:`Flow`).
 Addr: TypeAlias = tuple[str, int]
+
+
+class Flow(tuple[str, int]):
+    """A (host, port) reached over a stream transport: ``transport`` is "tcp" or "tls".
+
+    A tuple, so every layer that reads an address as ``host, port`` keeps
+    working; the transport rides along for the few that must know it: the
+    sender (which socket), the transactions (RFC 3261 §17: no retransmission
+    and zero wait timers on a reliable transport) and the responses (§18.2.2:
+    on the connection the request came on).
+    """
+
+    transport: str
+
+    def __new__(cls, host: str, port: int, transport: str) -> Flow:
+        flow = super().__new__(cls, (host, port))
+        flow.transport = transport
+        return flow
+
+    def __repr__(self) -> str:
+        return f"Flow({self[0]!r}, {self[1]}, {self.transport!r})"
+
+
+def transport_of(addr: Addr) -> str:
+    """``"udp"``, or the stream transport of a :class:`Flow`."""
+    return addr.transport if isinstance(addr, Flow) else "udp"
+
+
+def is_reliable(addr: Addr) -> bool:
+    """True for an address reached over TCP or TLS (RFC 3261 §17's reliable transports)."""
+    return isinstance(addr, Flow)
 
 
 @dataclass(frozen=True, slots=True)

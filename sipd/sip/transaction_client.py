@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 from sipd.send_errors import SEND_ERRORS, send_error
 from sipd.sip.headers import Headers
 from sipd.sip.message import Request, Response
-from sipd.sip.transaction_base import Addr, TimerConfig
+from sipd.sip.transaction_base import Addr, TimerConfig, is_reliable
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -135,7 +135,9 @@ class ClientTransaction:
         timers = self._layer.timers
         clock = self._layer.clock
         # Arm first, so a send failure finds (and cancels) a consistent state.
-        self._retx = clock.callLater(self._interval, self._retransmit)
+        # A reliable transport delivers or fails: no Timer A/E (§17.1.1.2, §17.1.2.2).
+        if not is_reliable(self.dest):
+            self._retx = clock.callLater(self._interval, self._retransmit)
         self._life = clock.callLater(timers.b, self._timer_b_or_f)  # B == F == 64*T1
         self._transmit(self._wire, before_final=True)
 
@@ -162,7 +164,8 @@ class ClientTransaction:
                 else:
                     self._stop_timers()
                     self.state = _COMPLETED
-                    self._life = self._layer.clock.callLater(self._layer.timers.d, self._end)
+                    wait_d = self._wait(self._layer.timers.d)
+                    self._life = self._layer.clock.callLater(wait_d, self._end)
                     self._ack = make_ack_for_non2xx(self.request, response).to_bytes()
                     self._shed()
                     self._transmit(self._ack, before_final=False)
@@ -181,10 +184,15 @@ class ClientTransaction:
             else:
                 self._stop_timers()
                 self.state = _COMPLETED
-                self._life = self._layer.clock.callLater(self._layer.timers.k, self._end)
+                wait_k = self._wait(self._layer.timers.k)
+                self._life = self._layer.clock.callLater(wait_k, self._end)
                 self._shed()
                 self._on_response(response)
         # Completed absorbs retransmitted finals; Terminated is not in the table.
+
+    def _wait(self, unreliable: float) -> float:
+        """Timer D or K: their UDP value, zero on a reliable transport (§17.1.1.2, §17.1.2.2)."""
+        return 0.0 if is_reliable(self.dest) else unreliable
 
     def _shed(self) -> None:
         """After the final response only matching is left: drop the request's bulk."""
@@ -218,6 +226,23 @@ class ClientTransaction:
         self._stop_timers()
         self.state = _TERMINATED
         self._layer._client_ended(self)
+
+    def transport_failed(self, error: OSError) -> None:
+        """The connection this request went over failed or dropped (TCP/TLS).
+
+        Before a final response the transaction fails at once, as a send
+        error would (no 64*T1 wait: the request cannot arrive any more);
+        afterwards there is nothing left to fail.
+        """
+        if self.state is _TERMINATED:
+            return
+        before_final = self.state in (_CALLING, _TRYING, _PROCEEDING)
+        self.terminate()
+        if before_final:
+            if self._on_transport_error is not None:
+                self._on_transport_error(error)
+            else:
+                self._on_timeout()
 
     # -- internals ----------------------------------------------------------
     def _stop_timers(self) -> None:

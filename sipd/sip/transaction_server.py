@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 from sipd.errors import TransactionError
 from sipd.send_errors import SEND_ERRORS, send_error
 from sipd.sip.message import Request, Response, make_response
-from sipd.sip.transaction_base import Addr, TimerConfig
+from sipd.sip.transaction_base import Addr, TimerConfig, is_reliable
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -162,7 +162,7 @@ class ServerTransaction:
             elif not self.is_invite:
                 self.state = _COMPLETED
                 self._wire = data
-                self._life = layer.clock.callLater(layer.timers.j, self._end)
+                self._life = layer.clock.callLater(self._wait(layer.timers.j), self._end)
             elif status < 300:
                 self.state = _ACCEPTED
                 self._wire = None  # Accepted absorbs retransmitted INVITEs
@@ -173,7 +173,8 @@ class ServerTransaction:
                 self.state = _COMPLETED
                 self._wire = data
                 self._interval = layer.timers.t1
-                self._retx = layer.clock.callLater(self._interval, self._timer_g)
+                if not is_reliable(self.dest):  # no Timer G on a reliable transport
+                    self._retx = layer.clock.callLater(self._interval, self._timer_g)
                 self._life = layer.clock.callLater(layer.timers.h, self._timer_h)
                 if self._legacy:
                     layer._add_ack_key(self, response)
@@ -211,6 +212,10 @@ class ServerTransaction:
         self._layer._server_ended(self)
 
     # -- called by the layer ------------------------------------------------
+    def _wait(self, unreliable: float) -> float:
+        """Timer I or J: their UDP value, zero on a reliable transport (§17.2.1, §17.2.2)."""
+        return 0.0 if is_reliable(self.dest) else unreliable
+
     def _send_trying(self) -> None:
         """The automatic 100 Trying for an INVITE the TU has not answered (§17.2.1)."""
         self.respond(make_response(self.request, 100))
@@ -231,7 +236,7 @@ class ServerTransaction:
             if life is not None:
                 life.cancel()
             self.state = _CONFIRMED
-            self._life = self._layer.clock.callLater(self._layer.timers.i, self._end)
+            self._life = self._layer.clock.callLater(self._wait(self._layer.timers.i), self._end)
         elif state is _ACCEPTED:
             # RFC 6026 §8.7: the ACK for a 2xx belongs to the TU (the dialog).
             self._layer.tu.ack_received(ack, source)
