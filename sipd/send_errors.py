@@ -49,7 +49,12 @@ class SendError(OSError):
 
 
 def send_error(dest: tuple[str, int], cause: BaseException) -> OSError:
-    """``cause`` as an ``OSError``: an ``OSError`` as it is, anything else a :class:`SendError`."""
+    """``cause`` as an ``OSError``: an ``OSError`` as it is, anything else a :class:`SendError`.
+
+    The traceback is dropped: the error travels to callbacks and may be kept
+    (a call's failure), and its frames would hold the sender and the error.
+    """
+    cause = cause.with_traceback(None)
     if isinstance(cause, OSError):
         return cause
     return SendError(dest, cause)

@@ -223,7 +223,7 @@ class DialogCore:
             self._send(data, dest)
         except SEND_ERRORS as exc:
             self._send_warnings.warn("could not send to {dest}: {error}", dest=dest, error=exc)
-            return exc
+            return exc.with_traceback(None)  # no cycle through this frame
         return None
 
     def _response(

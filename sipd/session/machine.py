@@ -409,6 +409,18 @@ class SessionMachine:
             return True
         failures: list[Exception] = []
         self._run(event, failures)
+        return self._report(failures, event)
+
+    def after(self, effect: Callable[[], object]) -> None:
+        """Run ``effect`` once no event is pending (at once when the machine is idle)."""
+        self._effects.append(effect)
+        if not self._running:
+            failures: list[Exception] = []
+            self._run(None, failures)
+            self._report(failures, None)
+
+    def _report(self, failures: list[Exception], event: object) -> bool:
+        """Log what went wrong in a run; False when ``event`` itself found no row."""
         handled = True
         for failure in failures:
             if isinstance(failure, UnhandledEvent):
@@ -421,13 +433,10 @@ class SessionMachine:
                     role=self.role.value,
                     error=failure,
                 )
+        # Each failure's traceback holds the frame of _run, which holds this
+        # list: empty it, or every refused event is cyclic garbage.
+        failures.clear()
         return handled
-
-    def after(self, effect: Callable[[], object]) -> None:
-        """Run ``effect`` once no event is pending (at once when the machine is idle)."""
-        self._effects.append(effect)
-        if not self._running:
-            self._run(None, [])
 
     def reschedule(self) -> None:
         """Re-read the current state's timer deadlines, for data that moves one earlier

@@ -98,7 +98,9 @@ def answer_offer(
             session_version=ctx.session_version,
         )
     except SdpError as exc:
-        return exc
+        # A returned exception keeps its traceback, whose frame holds the
+        # exception: a cycle per refused offer. The reason is in the message.
+        return exc.with_traceback(None)
     return Answered(offer, result)
 
 
@@ -110,7 +112,7 @@ def read_answer(offer: SessionDescription, body: bytes, what: str) -> Answered |
         answer = parse_sdp(body, strict=False)
         return Answered(answer, process_answer(offer, answer))
     except SdpError as exc:
-        return exc
+        return exc.with_traceback(None)  # see answer_offer
 
 
 def offer_is_hold(body: bytes) -> bool:

@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -30,6 +30,7 @@ from sipd.session import events as ev
 from sipd.session.machine import MachineFactory, SessionMachine, Transition
 from sipd.session.media_timeout import media_deadline, media_failure_context
 from sipd.session.negotiation import SdpContext, codecs_for
+from sipd.session.outcome import Outcome, forget_traceback
 from sipd.session.ports import MediaPort, SignallingPort
 from sipd.session.session_timer import SessionTimer, expiry_margin
 from sipd.session.table_model import Role, StateInfo
@@ -82,52 +83,6 @@ class Behaviour:
 
     guards: Mapping[str, Callable[[UnifiedSession, Any], bool]]
     actions: Mapping[str, Callable[[UnifiedSession, Any], None]]
-
-
-class Outcome(Generic[T]):
-    """A result that arrives once and that any number of callers may wait for."""
-
-    __slots__ = ("_error", "_settled", "_value", "_waiters")
-
-    def __init__(self) -> None:
-        self._settled = False
-        self._value: T | None = None
-        self._error: Exception | None = None
-        self._waiters: list[defer.Deferred[T]] = []
-
-    @property
-    def settled(self) -> bool:
-        return self._settled
-
-    @property
-    def error(self) -> Exception | None:
-        return self._error
-
-    def wait(self) -> defer.Deferred[T]:
-        """A Deferred firing with the result (at once when it is known)."""
-        if self._settled:
-            if self._error is not None:
-                return defer.fail(self._error)
-            return defer.succeed(self._value)  # type: ignore[arg-type]
-        d: defer.Deferred[T] = defer.Deferred()
-        self._waiters.append(d)
-        return d
-
-    def succeed(self, value: T, deliver: Callable[[Callable[[], object]], None]) -> None:
-        """Record ``value``; ``deliver`` schedules the waiters' callbacks."""
-        if not self._settled:
-            self._settled, self._value = True, value
-            waiters, self._waiters = self._waiters, []
-            for d in waiters:
-                deliver(partial(d.callback, value))
-
-    def fail(self, error: Exception, deliver: Callable[[Callable[[], object]], None]) -> None:
-        """Record ``error`` (when nothing was recorded yet) and fail the waiters."""
-        if not self._settled:
-            self._settled, self._error = True, error
-            waiters, self._waiters = self._waiters, []
-            for d in waiters:
-                deliver(partial(d.errback, error))
 
 
 class UnifiedSession:
@@ -323,6 +278,11 @@ class UnifiedSession:
         self.machine.release()
         self.signalling.detach()
         self.media_port.detach()
+        # A failure's traceback holds the frames that raised it, and they hold
+        # this session: keep the exception (callers read it), not its frames.
+        self._memo_event, self._memo = None, {}
+        for error in (self.failure, self.answer_outcome.error, self.end_outcome.error):
+            forget_traceback(error)
 
     def wait_for_end(self) -> defer.Deferred[None]:
         """Fires (with None) once the call has ended, however it ended."""
