@@ -17,8 +17,16 @@ from sipd.transport.tls import TlsConfig
 
 #: The SIP transports sipd speaks.
 TRANSPORTS = ("udp", "tcp", "tls")
+#: The SRTP policies (``sipd.sdp.crypto.SrtpPolicy`` values).
+SRTP_POLICIES = ("off", "optional", "required")
 
-__all__ = ["DEFAULT_STATE_TABLE", "TRANSPORTS", "SipdConfig", "default_state_table_path"]
+__all__ = [
+    "DEFAULT_STATE_TABLE",
+    "SRTP_POLICIES",
+    "TRANSPORTS",
+    "SipdConfig",
+    "default_state_table_path",
+]
 
 
 def default_state_table_path() -> Path:
@@ -47,6 +55,10 @@ class SipdConfig:
     tls: TlsConfig | None = None
     #: Close a TCP/TLS connection idle this long (seconds).
     tcp_idle_timeout: float = 300.0
+    #: SRTP policy (RFC 3711 keyed by RFC 4568 SDES; docs/srtp.md): "off" plain RTP
+    #: only, "optional" offer keys and use SRTP when the peer does, "required" SRTP or
+    #: no call (488 to an offer without a usable key).
+    srtp: str = "off"
     #: Host written into Contact/Via/SDP when ``host`` is a wildcard (0.0.0.0, ::).
     advertised_host: str | None = None
     #: RTP ports are taken from this inclusive range, even numbers for RTP.
@@ -144,6 +156,9 @@ class SipdConfig:
             raise ConfigError(f"tls: {self.tls!r} must be a sipd.TlsConfig")
         if not isinstance(self.tcp_idle_timeout, int | float) or self.tcp_idle_timeout <= 0:
             raise ConfigError(f"tcp_idle_timeout: {self.tcp_idle_timeout!r} must be > 0 seconds")
+        if str(self.srtp).strip().lower() not in SRTP_POLICIES:
+            raise ConfigError(f"srtp: {self.srtp!r} is not one of {', '.join(SRTP_POLICIES)}")
+        self.srtp = str(self.srtp).strip().lower()
         if not (1024 <= self.media_port_min <= self.media_port_max < 65536):
             raise ConfigError(
                 f"media_port_min/media_port_max: {self.media_port_min}-{self.media_port_max} "
