@@ -112,16 +112,23 @@ class SimplePeer:
         return self.coordinator.uri
 
     # -- calls ------------------------------------------------------------------------------
-    def call(self, target: str, *, headers: dict[str, str] | None = None) -> defer.Deferred[Call]:
+    def call(
+        self,
+        target: str,
+        *,
+        headers: dict[str, str] | None = None,
+        srtp: str | None = None,
+    ) -> defer.Deferred[Call]:
         """Call ``target`` (``sip:bob@127.0.0.1:5061``; ``sip:`` may be left out).
 
         Fires with the :class:`Call` as soon as the INVITE is on its way;
         ``await call.wait_for_answer()`` to know how it went. ``headers`` are
-        added to the INVITE.
+        added to the INVITE; ``srtp`` ("off", "optional", "required") overrides
+        the peer's SRTP policy for this call.
         """
         try:
             session = self.coordinator.create_outgoing_call(
-                target, headers=list((headers or {}).items())
+                target, headers=list((headers or {}).items()), srtp=srtp
             )
         except SipdError:
             return defer.fail()

@@ -29,6 +29,7 @@ from sipd.errors import (
 from sipd.logs import Logger
 from sipd.media.ports import PortsExhausted
 from sipd.metrics import Metrics
+from sipd.sdp.crypto import SrtpPolicy
 from sipd.session import events as ev
 from sipd.session.addressing import (
     local_address_towards,
@@ -394,9 +395,19 @@ class UnifiedCoordinator:
 
     # -- outgoing calls ---------------------------------------------------------------
     def create_outgoing_call(
-        self, target: str, *, headers: list[tuple[str, str]] | None = None
+        self,
+        target: str,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        srtp: str | None = None,
     ) -> UnifiedSession:
-        """Place a call to ``target`` (a SIP URI); returns its session at once."""
+        """Place a call to ``target`` (a SIP URI); returns its session at once.
+
+        ``srtp`` overrides the UA's SRTP policy for this call (``off``, ``optional``,
+        ``required``).
+        """
+        if srtp is not None:
+            srtp = SrtpPolicy.parse(srtp).value  # SipdValueError before anything is bound
         if self.closed:
             raise CallStateError("this UA is closed; create a new one to place calls")
         uri = self.target_uri(target)
@@ -409,6 +420,7 @@ class UnifiedCoordinator:
             Role.UAC, remote_uri=str(uri), local_uri=self.uri, target=uri, rtp=rtp
         )
         session.extra_headers = list(headers or ())
+        session.srtp_policy = srtp or self.config.srtp
         session.proxy = self.route_for(uri)
         self._learn_towards(session.proxy or uri)
         self.store.add(session)

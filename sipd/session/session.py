@@ -113,6 +113,9 @@ class UnifiedSession:
         #: The proxy the INVITE goes through (None: straight to the target).
         self.proxy: Uri | None = None
         self.extra_headers: list[tuple[str, str]] = []
+        #: This call's SRTP policy ("off", "optional", "required"): the UA's unless
+        #: the call was placed with its own.
+        self.srtp_policy: str = services.config.srtp
         #: The InviteDetails of an incoming call (what the handler saw).
         self.invite: Any = None
         self.local_sdp: SessionDescription | None = None
