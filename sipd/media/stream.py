@@ -37,6 +37,7 @@ from sipd.media.rtcp import (
     round_trip_time,
 )
 from sipd.media.rtp import RtpPacket, RtpSender, is_rtcp
+from sipd.media.srtp import SrtpContext
 from sipd.media.wav import resample
 from sipd.send_errors import SEND_ERRORS
 
@@ -71,6 +72,10 @@ class StreamStats:
     recv_queue_overflow: int = 0
     #: RTP and RTCP packets the socket refused (an unusable address, a full buffer).
     send_errors: int = 0
+    #: The SRTP suite protecting the stream (None: plain RTP).
+    srtp: str | None = None
+    #: Received SRTP/SRTCP packets dropped: failed authentication, replays, malformed.
+    srtp_dropped: int = 0
 
     def as_dict(self) -> dict[str, float | int | None]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -121,6 +126,9 @@ class MediaStream:
         self.sending = True
         self.receiving = True
         self.closed = False
+        #: Protects what we send and checks what we receive, once SRTP is negotiated
+        #: (:meth:`MediaSession.start <sipd.session.media_adapter.MediaSession.start>`).
+        self.srtp: SrtpContext | None = None
         self._queue: deque[tuple[NDArray[np.int16], defer.Deferred[None] | None]] = deque()
         self._offset = 0
         #: (tick of the last End packets, tick of the last digit's first packet, d)
@@ -274,6 +282,12 @@ class MediaStream:
             self._dtmf_ticks_done = self._dtmf_ticks_queued = 0
 
     def _transmit(self, data: bytes, dest: Addr, payload_len: int) -> None:
+        srtp = self.srtp
+        if srtp is not None:
+            protected = srtp.protect_rtp(data)
+            if protected is None:  # counted by the context; never sent in the clear
+                return
+            data = protected
         try:
             self._send_rtp(data, dest)
         except SEND_ERRORS as exc:
@@ -292,6 +306,14 @@ class MediaStream:
         if len(data) >= 2 and is_rtcp(data):
             self.rtcp_received(data, source)
             return
+        srtp = self.srtp
+        if srtp is not None:
+            # Authenticated before anything else reads it: a forged or replayed
+            # packet must not latch the address or count as heard.
+            plain = srtp.unprotect_rtp(data)
+            if plain is None:
+                return
+            data = plain
         simple = RtpPacket.parse_simple(data)
         if simple is not None:
             pt, _marker, sequence, timestamp, ssrc, payload = simple
@@ -393,6 +415,12 @@ class MediaStream:
     # -- RTCP -----------------------------------------------------------------------------
     def rtcp_received(self, data: bytes, source: Addr) -> None:
         """A compound RTCP packet: SR timing, report blocks about our stream, BYE."""
+        srtp = self.srtp
+        if srtp is not None:
+            plain = srtp.unprotect_rtcp(data)
+            if plain is None:
+                return
+            data = plain
         try:
             packets = parse_compound(data)
         except Exception:
@@ -448,8 +476,13 @@ class MediaStream:
         packets.append(SourceDescription.cname_for(self.sender.ssrc, self.cname))
         if bye:
             packets.append(Bye(sources=(self.sender.ssrc,)))
+        data: bytes | None = build_compound(packets)
+        if self.srtp is not None and data is not None:
+            data = self.srtp.protect_rtcp(data)
+        if data is None:
+            return
         try:
-            self._send_rtcp(build_compound(packets), dest)
+            self._send_rtcp(data, dest)
         except SEND_ERRORS:
             self.stats.send_errors += 1
 
@@ -461,6 +494,10 @@ class MediaStream:
         jitter = self.jitter
         self.stats.duplicates = jitter.duplicates
         self.stats.late = jitter.late
+        srtp = self.srtp
+        self.stats.srtp = None if srtp is None else str(srtp.suite)
+        if srtp is not None:
+            self.stats.srtp_dropped = srtp.stats.dropped
         return self.stats
 
     def close(self) -> None:

@@ -3,6 +3,12 @@
 Our offers, our answers to a peer's offer (codec choice, telephone-event,
 direction, rejecting extra streams with port 0), reading the answer to our
 offer, re-offers for hold and resume, and recognising a peer's hold.
+
+SRTP keyed by SDES (RFC 4568, :mod:`sipd.sdp.crypto`) is part of the same
+exchange: an offer carries our ``a=crypto`` lines under the call's policy, an
+answer picks one of the peer's, and :attr:`NegotiationResult.srtp` holds the
+keys the media path needs. Reading an answer needs no state beyond our offer:
+the policy and our keys are read back from the offer's own ``m=`` line.
 """
 
 from __future__ import annotations
@@ -14,6 +20,18 @@ from dataclasses import dataclass
 
 from sipd.errors import SdpError, SdpNegotiationError
 from sipd.sdp.addresses import is_usable_connection_address
+from sipd.sdp.crypto import (
+    RTP_AVP,
+    RTP_SAVP,
+    CryptoAttribute,
+    NegotiatedSrtp,
+    SrtpOffer,
+    SrtpPolicy,
+    answer_srtp,
+    crypto_attributes,
+    offer_srtp,
+    process_srtp_answer,
+)
 from sipd.sdp.model import (
     AUDIO_PROTO,
     Codec,
@@ -42,6 +60,7 @@ class NegotiationResult:
     ``answer`` is the answer SDP (ours on the UAS side, the peer's on the UAC side);
     ``codec`` is None only when the audio stream is disabled (port 0), in which case
     ``remote_port`` is 0 and ``direction`` is inactive. ``direction`` is from our side.
+    ``srtp`` holds both directions' SRTP keys when the stream is encrypted, else None.
     """
 
     answer: SessionDescription
@@ -51,6 +70,7 @@ class NegotiationResult:
     remote_port: int
     remote_ptime: int | None
     direction: Direction
+    srtp: NegotiatedSrtp | None = None
 
     @property
     def telephone_event(self) -> bool:
@@ -71,18 +91,25 @@ def build_offer(
     session_version: int,
     ptime: int | None = 20,
     username: str = "sipd",
+    srtp: SrtpPolicy | str = SrtpPolicy.OFF,
 ) -> SessionDescription:
-    """An offer for one RTP/AVP audio stream listing ``codecs`` in our preference order."""
+    """An offer for one audio stream listing ``codecs`` in our preference order.
+
+    ``srtp`` decides its proto and keys (:func:`~sipd.sdp.crypto.offer_srtp`): RTP/AVP
+    in the clear, RTP/AVP with ``a=crypto`` lines (optional), or RTP/SAVP (required).
+    """
     if not 0 <= port <= 65535:
         raise SdpError(f"cannot offer RTP port {port}: it must be within 0..65535")
     if not codecs:
         raise SdpError("cannot build an SDP offer without at least one codec")
     if not address or any(c.isspace() for c in address):
         raise SdpError(f"cannot build an SDP offer for address {address!r}")
+    media = _audio_media(port, codecs, ptime, Direction(direction))
+    offer_srtp(srtp).apply(media)
     return SessionDescription(
         origin=_origin(username, session_id, session_version, address),
         connection=Connection.for_address(address),
-        media=[_audio_media(port, codecs, ptime, Direction(direction))],
+        media=[media],
     )
 
 
@@ -97,10 +124,15 @@ def negotiate_answer(
     session_version: int,
     ptime: int | None = 20,
     username: str = "sipd",
+    srtp: SrtpPolicy | str = SrtpPolicy.OFF,
+    previous_srtp: NegotiatedSrtp | None = None,
 ) -> NegotiationResult:
     """Answer ``offer`` as the UAS (RFC 3264 §6).
 
-    The audio stream is the first enabled RTP/AVP one we can use; an audio stream we
+    The audio stream is the first enabled RTP/AVP (or, unless ``srtp`` is off,
+    RTP/SAVP) one we can use, its SRTP decided by
+    :func:`~sipd.sdp.crypto.answer_srtp` (a stream refused for its keys counts as
+    unusable; ``previous_srtp`` keeps our key in a re-answer); an audio stream we
     cannot use (no common codec, no usable c=, a broken attribute noted by a lenient
     parse) is rejected with port 0 in its place and the next one is tried. The codec is
     the first of the *offerer's* list that we support, matched by name and clock rate and
@@ -114,14 +146,21 @@ def negotiate_answer(
         connection=Connection.for_address(local_address),
         media=[_rejected(m) for m in offer.media],
     )
-    candidates = _audio_candidates(offer, "offer")
+    policy = SrtpPolicy.parse(srtp)
+    candidates = _audio_candidates(offer, "offer", _protos(policy))
     if not candidates:
         return NegotiationResult(answer, None, None, None, 0, None, Direction.INACTIVE)
     first_failure: SdpNegotiationError | None = None
     for index in candidates:
         try:
             return _answer_stream(
-                answer, offer, index, local_port, supported, Direction(direction), ptime
+                answer,
+                offer,
+                index,
+                (local_port, ptime),
+                supported,
+                Direction(direction),
+                (policy, previous_srtp),
             )
         except SdpNegotiationError as exc:
             first_failure = first_failure or exc  # RFC 3264 §6: reject it, try the next
@@ -133,15 +172,22 @@ def _answer_stream(
     answer: SessionDescription,
     offer: SessionDescription,
     index: int,
-    local_port: int,
+    local: tuple[int, int | None],
     supported: Sequence[Codec],
     direction: Direction,
-    ptime: int | None,
+    srtp: tuple[SrtpPolicy, NegotiatedSrtp | None],
 ) -> NegotiationResult:
-    """Accept the offer's audio stream ``index`` in ``answer``, or raise why it is unusable."""
+    """Accept the offer's audio stream ``index`` in ``answer``, or raise why it is unusable.
+
+    ``local`` is our (RTP port, ptime); ``srtp`` the policy and the keys in use so far.
+    """
+    local_port, ptime = local
     offered = offer.media[index]
     if offered.problems:
         raise SdpNegotiationError(f"offer's audio stream is unusable: {offered.problems[0]}")
+    decision = answer_srtp(srtp[0], offered, previous=srtp[1])
+    if decision.refused:
+        raise decision.error()
     common = [(o, s) for o in offered.codecs for s in supported if o.matches(s) and not _is_dtmf(o)]
     if not common:
         raise SdpNegotiationError(
@@ -153,8 +199,9 @@ def _answer_stream(
     dtmf = _pick_dtmf(offered.codecs, supported, chosen.clock_rate)
     result = _result(answer, offer, offered, direction, chosen, dtmf, "offer")
     answered = [chosen] if dtmf is None else [chosen, dtmf]
-    answer.media[index] = _audio_media(local_port, answered, ptime, result.direction)
-    return result
+    media = answer.media[index] = _audio_media(local_port, answered, ptime, result.direction)
+    decision.apply(media)
+    return dataclasses.replace(result, srtp=decision.keys)
 
 
 def process_answer(offer: SessionDescription, answer: SessionDescription) -> NegotiationResult:
@@ -162,7 +209,8 @@ def process_answer(offer: SessionDescription, answer: SessionDescription) -> Neg
 
     The codec is the first in the answer that we offered; the payload type numbers are the
     answer's. Raises :class:`SdpNegotiationError` if the answer rejects or breaks the
-    audio stream, or names no codec we offered.
+    audio stream, names no codec we offered, or answers our SRTP offer with keys we
+    cannot use (:func:`~sipd.sdp.crypto.process_srtp_answer`).
     """
     index = _audio_index(offer, "offer")
     if index is None:
@@ -183,8 +231,27 @@ def process_answer(offer: SessionDescription, answer: SessionDescription) -> Neg
         raise SdpNegotiationError(
             f"no common codec: offered {_names(ours.codecs)}, answered {_names(theirs.codecs)}"
         )
+    decision = process_srtp_answer(_our_srtp_offer(ours), theirs)
+    if decision.refused:
+        raise decision.error()
     dtmf = _pick_dtmf(theirs.codecs, ours.codecs, chosen.clock_rate)
-    return _result(answer, answer, theirs, offer.direction_of(ours), chosen, dtmf, "answer")
+    result = _result(answer, answer, theirs, offer.direction_of(ours), chosen, dtmf, "answer")
+    return dataclasses.replace(result, srtp=decision.keys)
+
+
+def _our_srtp_offer(ours: MediaDescription) -> SrtpOffer:
+    """The SRTP side of our own offer, read back from its ``m=`` line: RTP/SAVP means
+    ``required``, RTP/AVP with crypto lines ``optional``, without them ``off``."""
+    lines = tuple(line for line in crypto_attributes(ours) if isinstance(line, CryptoAttribute))
+    if not lines:
+        return SrtpOffer(SrtpPolicy.OFF, ours.proto)
+    required = ours.proto.upper() == RTP_SAVP
+    return SrtpOffer(SrtpPolicy.REQUIRED if required else SrtpPolicy.OPTIONAL, ours.proto, lines)
+
+
+def _protos(policy: SrtpPolicy) -> tuple[str, ...]:
+    """The audio protos an offer may use under ``policy``."""
+    return (RTP_AVP,) if policy is SrtpPolicy.OFF else (RTP_AVP, RTP_SAVP)
 
 
 def reoffer(previous: SessionDescription, *, direction: Direction | str) -> SessionDescription:
@@ -245,21 +312,28 @@ def _rejected(offered: MediaDescription) -> MediaDescription:
 
 def _audio_index(sdp: SessionDescription, role: str) -> int | None:
     """Index of the audio stream to use, None if all audio is disabled (port 0)."""
-    candidates = _audio_candidates(sdp, role)
+    candidates = _audio_candidates(sdp, role, (RTP_AVP, RTP_SAVP))
     return candidates[0] if candidates else None
 
 
-def _audio_candidates(sdp: SessionDescription, role: str) -> list[int]:
-    """Indexes of the enabled RTP/AVP audio streams, in order; empty if all are disabled."""
+def _audio_candidates(
+    sdp: SessionDescription, role: str, protos: tuple[str, ...] = (RTP_AVP,)
+) -> list[int]:
+    """Indexes of the enabled audio streams over ``protos``, in order; empty if all are
+    disabled."""
     audio = [i for i, m in enumerate(sdp.media) if m.media == "audio"]
     if not audio:
         kinds = ", ".join(m.media for m in sdp.media) or "none"
         raise SdpNegotiationError(f"{role} has no audio stream (m= lines: {kinds})")
     enabled = [i for i in audio if sdp.media[i].port != 0]
-    usable = [i for i in enabled if sdp.media[i].proto.upper() == AUDIO_PROTO]
+    usable = [i for i in enabled if sdp.media[i].proto.upper() in protos]
     if enabled and not usable:
-        protos = ", ".join(sdp.media[i].proto for i in enabled)
-        raise SdpNegotiationError(f"{role} offers audio only over {protos}; we need RTP/AVP")
+        offered = ", ".join(sdp.media[i].proto for i in enabled)
+        needed = " or ".join(protos)
+        hint = "" if RTP_SAVP in protos else " (RTP/SAVP needs srtp='optional' or 'required')"
+        raise SdpNegotiationError(
+            f"{role} offers audio only over {offered}; we need {needed}{hint}"
+        )
     return usable
 
 

@@ -26,10 +26,12 @@ from sipd.media.frame import AudioFrame
 from sipd.media.icmp import listen_udp
 from sipd.media.ports import PortAllocator, PortsExhausted
 from sipd.media.protocol import MediaClock, RtcpProtocol, RtpProtocol
+from sipd.media.srtp import SrtpContext
 from sipd.media.stream import MediaStream, StreamStats
 from sipd.media.wav import read_wav
 from sipd.sdp import NegotiationResult
 from sipd.sdp.addresses import is_ip_address
+from sipd.sdp.crypto import NegotiatedSrtp
 
 __all__ = ["MediaAdapter", "MediaSession"]
 
@@ -46,6 +48,8 @@ class MediaSession:
         self.id = media_id
         self.port = port
         self.negotiation: NegotiationResult | None = None
+        #: The SRTP keys the stream's context was built from (None: plain RTP).
+        self.srtp_keys: NegotiatedSrtp | None = None
         self.rtp = RtpProtocol()
         self.rtcp = RtcpProtocol()
         self.listening: list[IListeningPort] = []
@@ -155,6 +159,7 @@ class MediaSession:
             stream.payload_type = codec.payload_type
             stream.sender.payload_type = codec.payload_type
         stream.dtmf_payload_type = negotiation.telephone_event_pt
+        self._key(negotiation.srtp)
         if negotiation.telephone_event_pt is not None:
             stream.dtmf_sender.payload_type = negotiation.telephone_event_pt
         if negotiation.remote_address and negotiation.remote_port:
@@ -179,6 +184,24 @@ class MediaSession:
         if not self.running:
             self.running = True
             self.adapter.clock_loop.add(stream)
+
+    def _key(self, keys: NegotiatedSrtp | None) -> None:
+        """Give the stream the SRTP context a negotiation settled (None: plain RTP).
+
+        A re-negotiation that keeps the suite rekeys only the direction whose
+        key changed, so the other keeps its rollover counter (RFC 3711 §3.3.1).
+        """
+        stream, previous = self.stream, self.srtp_keys
+        self.srtp_keys = keys
+        if keys is None:
+            stream.srtp = None
+        elif stream.srtp is None or previous is None or previous.suite is not keys.suite:
+            stream.srtp = SrtpContext.from_negotiated(keys)
+        else:
+            stream.srtp.rekey(
+                local=None if keys.local == previous.local else keys.local,
+                remote=None if keys.remote == previous.remote else keys.remote,
+            )
 
     def stop(self, later: Callable[[Callable[[], None]], None] | None = None) -> None:
         """Stop media: RTCP BYE, deliver buffered audio, end every reader.

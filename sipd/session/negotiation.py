@@ -28,6 +28,7 @@ from sipd.sdp import (
     parse_sdp,
     process_answer,
 )
+from sipd.sdp.crypto import NegotiatedSrtp
 
 __all__ = [
     "Answered",
@@ -53,6 +54,10 @@ class SdpContext:
     codecs: tuple[Codec, ...]
     session_id: int
     session_version: int
+    #: The call's SRTP policy ("off", "optional", "required").
+    srtp: str = "off"
+    #: The SRTP keys in use (a re-answer keeps ours), None before or without SRTP.
+    srtp_keys: NegotiatedSrtp | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,7 @@ def make_offer(ctx: SdpContext) -> SessionDescription:
         list(ctx.codecs),
         session_id=ctx.session_id,
         session_version=ctx.session_version,
+        srtp=ctx.srtp,
     )
 
 
@@ -96,6 +102,8 @@ def answer_offer(
             direction=direction,
             session_id=ctx.session_id,
             session_version=ctx.session_version,
+            srtp=ctx.srtp,
+            previous_srtp=ctx.srtp_keys,
         )
     except SdpError as exc:
         # A returned exception keeps its traceback, whose frame holds the

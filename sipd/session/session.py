@@ -550,6 +550,8 @@ class UnifiedSession:
             codecs=codecs_for(config.codecs, config.dtmf),
             session_id=self.sdp_session_id,
             session_version=self.sdp_version,
+            srtp=self.srtp_policy,
+            srtp_keys=None if self.negotiation is None else self.negotiation.srtp,
         )
 
     def memo(self, kind: str, event: object, compute: Callable[[], T]) -> T:
