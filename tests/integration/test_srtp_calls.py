@@ -20,7 +20,7 @@ from sipd.media.srtp import SrtpContext
 from sipd.media.tones import ToneGenerator, dominant_frequency
 from sipd.media.wav import read_wav
 from sipd.sdp import parse_sdp
-from sipd.sdp.crypto import crypto_attributes
+from sipd.sdp.crypto import CryptoAttribute, crypto_attributes
 from tests.conftest import PeerFactory, eventually, within
 
 
@@ -88,8 +88,6 @@ async def test_required_on_both_sides_encrypts_the_call_both_ways(
         assert context is not None
         assert context.stats.rtp_protected >= 50 and context.stats.rtp_unprotected >= 40
         assert context.stats.dropped == 0
-    # The audio's own bytes never appear in what was sent: SRTP encrypts the payload.
-    assert "inline:" not in repr(call.stats())
 
 
 @pytest_twisted.ensureDeferred
@@ -181,3 +179,38 @@ def test_an_unknown_policy_is_refused_naming_the_choices() -> None:
 
     with pytest.raises(ConfigError, match="srtp: 'maybe' is not one of off, optional, required"):
         SipdConfig(srtp="maybe")
+
+
+@pytest_twisted.ensureDeferred
+async def test_keys_never_reach_the_log_even_at_debug(peers: PeerFactory, tmp_path: Path) -> None:
+    from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+
+    from sipd.logs import get_level, set_level
+
+    lines: list[str] = []
+
+    def observer(event: LogEvent) -> None:
+        lines.append(formatEvent(event) + repr(event))
+
+    level = get_level()
+    set_level("debug")
+    globalLogPublisher.addObserver(observer)
+    try:
+        alice = await peers("alice", srtp="required")
+        bob = await peers("bob", srtp="required")
+        call, answered, offer_text = await _tone_call(alice, bob, tmp_path)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        set_level(level)
+    answer = answered.session.local_sdp
+    assert answer is not None and answer.audio is not None
+    keys = [
+        line.keys.to_base64()
+        for sdp in (parse_sdp(offer_text).audio, answer.audio)
+        for line in crypto_attributes(sdp)  # type: ignore[arg-type]
+        if isinstance(line, CryptoAttribute)
+    ]
+    assert len(keys) == 3 and lines
+    text = "\n".join(lines)
+    assert not [key for key in keys if key in text]
+    assert "inline:" not in repr(call.stats()) + repr(_context(call))
