@@ -80,3 +80,23 @@ async def test_an_untrusted_tls_server_fails_the_call_at_once_with_the_reason(
     with pytest.raises(CallFailed, match="certificate verify failed"):
         await within(call.wait_for_answer(), 5)
     assert bob.try_incoming() is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tls_server_with_another_name_fails_the_call_at_once_with_the_reason(
+    peers: PeerFactory, certs: CertFiles
+) -> None:
+    """The CA is trusted but the certificate names other.invalid, not 127.0.0.1."""
+    bob_tls = TlsConfig(
+        certificate=str(certs.wrong_name_cert),
+        private_key=str(certs.wrong_name_key),
+        ca_certificates=str(certs.ca),
+    )
+    alice_tls = TlsConfig(ca_certificates=str(certs.ca))
+    bob = await peers("bob", transport="tls", tls=bob_tls)
+    alice = await peers("alice", transport="tls", tls=alice_tls)
+    call = await within(alice.call(f"sip:bob@127.0.0.1:{bob.port}"), 5)
+    reason = "certificate name mismatch: it is for other.invalid, 192.0.2.7, not 127.0.0.1"
+    with pytest.raises(CallFailed, match=reason):
+        await within(call.wait_for_answer(), 5)
+    assert bob.try_incoming() is None
