@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from sipd.config import SipdConfig
+from sipd import TlsConfig
+from sipd.config import SRTP_POLICIES, TRANSPORTS, SipdConfig
 from sipd.errors import ConfigError
 from sipd.handlers import find_handler_factory
 from sipd.logs import LEVELS
@@ -43,6 +44,11 @@ class DaemonConfig:
     log_level: str = "info"
     #: The registrar, when the ``registrar`` section is present.
     registrar: RegistrarConfig | None = None
+
+    @property
+    def transports(self) -> list[str]:
+        """``sip.transports``: UDP, and the one stream transport the library serves with it."""
+        return ["udp"] if self.sip.transport == "udp" else ["udp", self.sip.transport]
 
 
 @dataclass(slots=True)
@@ -232,6 +238,91 @@ def _syntax_error(exc: yaml.YAMLError, text: str, source: str) -> ConfigError:
     return ConfigError(f"{where}not valid YAML: {problem}")
 
 
+#: ``tls:`` keys that name PEM files (resolved against the config file's folder).
+_TLS_FILES = ("certificate", "private_key", "ca_certificates")
+_TLS_KEYS = {*_TLS_FILES, "verify", "require_client_certificate", "server_name"}
+
+
+def _transports(c: _Checker, node: Node, key: str, port: int) -> list[str]:
+    """``sip.transports``: UDP plus at most one stream transport, as the library serves."""
+    if not isinstance(node, SequenceNode) or not node.value:
+        raise c.fail(node, key, "must be a list of transports, e.g. [udp, tls]")
+    names: list[str] = []
+    for i, item in enumerate(node.value):
+        # The raw text: YAML would read some words (off, no) as booleans.
+        name = str(item.value).strip().lower() if isinstance(item, ScalarNode) else None
+        if name not in TRANSPORTS:
+            shown = item.value if isinstance(item, ScalarNode) else "a list or mapping"
+            raise c.fail(item, f"{key}[{i}]", f"{shown!r} is not one of {', '.join(TRANSPORTS)}")
+        if name in names:
+            raise c.fail(item, f"{key}[{i}]", f"{name} is listed twice")
+        names.append(name)
+    if "udp" not in names:
+        raise c.fail(
+            node,
+            key,
+            "udp is always served (sipd answers SIP over UDP too): list it, e.g. [udp, tls]",
+        )
+    if "tcp" in names and "tls" in names:
+        raise c.fail(
+            node,
+            key,
+            f"tcp and tls would both need TCP port {port} (the SIP port): sipd serves one "
+            "stream transport per daemon, so list only one of them (or run a second daemon)",
+        )
+    return names
+
+
+def _tls(c: _Checker, node: Node, base_dir: str) -> tuple[dict[str, Any], dict[str, Node]]:
+    """The ``tls:`` mapping as TlsConfig keywords, and each key's node (for errors)."""
+    nodes = c.mapping(node, "tls", _TLS_KEYS)
+    values: dict[str, Any] = {}
+    for name, vnode in nodes.items():
+        key = f"tls.{name}"
+        if name in _TLS_FILES or name == "server_name":
+            text = c.string(vnode, key, nullable=True)
+            if text is None:
+                continue  # null: the default (no file, the system's CAs, the dialled host)
+        if name == "server_name":
+            values[name] = text
+        elif name in _TLS_FILES:
+            path = str(text)
+            full = path if os.path.isabs(path) else os.path.join(base_dir, path)
+            if not os.path.isfile(full):
+                what = "is a directory, not a PEM file" if os.path.isdir(full) else "does not exist"
+                raise c.fail(vnode, key, f"file {full!r} {what}")
+            values[name] = full
+        else:
+            values[name] = c.boolean(vnode, key)
+    return values, nodes
+
+
+def _tls_config(
+    c: _Checker, node: Node, values: dict[str, Any], nodes: dict[str, Node]
+) -> TlsConfig:
+    """A checked TlsConfig. What is in the files is read when the listener starts."""
+    for given, needed in (("private_key", "certificate"), ("certificate", "private_key")):
+        if needed not in values:
+            if given in values:
+                why = f"missing: tls.{given} is set, and one needs the other"
+            else:
+                why = (
+                    "missing: sip.transports lists tls, and a TLS listener needs its "
+                    "certificate and private_key (PEM files)"
+                )
+            raise c.fail(node, f"tls.{needed}", why)
+    try:
+        config = TlsConfig(**values)
+    except ConfigError as exc:
+        # The library's messages start with the key ("tls.require_client_certificate needs ...").
+        match = re.match(r"tls\.(\w+):?\s+(.*)", str(exc), re.DOTALL)
+        if match is None:
+            raise c.fail(node, "tls", str(exc)) from None
+        name, why = match.groups()
+        raise c.fail(nodes.get(name, node), f"tls.{name}", why) from None
+    return config
+
+
 def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
     """Parse and check a config document; raise :class:`ConfigError` naming the line."""
     try:
@@ -256,6 +347,7 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
             "registrar",
             "log",
             "overload",
+            "tls",
         },
     )
     sip: dict[str, Any] = {}
@@ -275,6 +367,43 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
             sip["host"], sip["port"] = parse_hostport(str(text), 5060)
         except ValueError as exc:
             raise c.fail(node, key, str(exc)) from None
+
+    def srtp(node: Node, key: str) -> None:
+        # The raw text: YAML reads an unquoted ``off`` as the boolean false.
+        if not isinstance(node, ScalarNode):
+            raise c.fail(node, key, "must be a single value")
+        value = str(node.value).strip().lower()
+        if value not in SRTP_POLICIES:
+            raise c.fail(
+                node, key, f"must be one of {', '.join(SRTP_POLICIES)}, got {node.value!r}"
+            )
+        sip["srtp"], where["srtp"] = value, (node, key)
+
+    streams: list[Node] = []
+
+    def transports_and_tls(node: Node | None) -> None:
+        names = ["udp"]
+        if node is not None:
+            names = _transports(c, node, "sip.transports", sip.get("port", 5060))
+            where["transport"] = (node, "sip.transports")
+        kind = next((t for t in names if t != "udp"), "udp")
+        sip["transport"] = kind
+        tls_node = top.get("tls")
+        if isinstance(tls_node, ScalarNode) and tls_node.value in ("", "null", "~"):
+            tls_node = None
+        # Errors about the section as a whole point at its ``tls:`` line.
+        tls_key = next((k for k, _ in getattr(root, "value", ()) if k.value == "tls"), root)
+        if tls_node is not None and kind != "tls":
+            raise c.fail(
+                tls_key,
+                "tls",
+                "set, but sip.transports does not list tls: add tls there, or remove this section",
+            )
+        if kind == "tls":
+            values, nodes = _tls(c, tls_node, base_dir) if tls_node is not None else ({}, {})
+            here = tls_key if tls_node is not None else node or root
+            sip["tls"] = _tls_config(c, here, values, nodes)
+            where["tls"] = (here, "tls")
 
     def put(name: str, kind: str) -> Callable[[Node, str], None]:
         def set_(node: Node, key: str) -> None:
@@ -302,6 +431,8 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
             "advertised_host": put("advertised_host", "str?"),
             "user_agent": put("user_agent", "str"),
             "send_ringing": put("send_ringing", "bool"),
+            "transports": lambda node, key: streams.append(node),
+            "tcp_idle_timeout": put("tcp_idle_timeout", "float"),
         },
     )
     each(
@@ -328,8 +459,10 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
             "silence_when_idle": put("silence_when_idle", "bool"),
             "timeout": put("media_timeout", "float"),
             "unreachable_timeout": put("media_unreachable_timeout", "float"),
+            "srtp": srtp,
         },
     )
+    transports_and_tls(streams[0] if streams else None)
     each(
         "overload",
         {

@@ -110,11 +110,15 @@ class SipdService(service.Service):
                 config.http_port, Site(build_site_root(self)), interface=config.http_host
             )
         self.started_at = time.time()
+        # UDP alone keeps the line it always had; a stream transport is named in it.
+        transports = config.transports
         _log.info(
-            "sipd {version} listening on {host}:{port} with handler {handler!r}",
+            "sipd {version} listening on {host}:{port}{shown} with handler {handler!r}",
             version=__version__,
             host=self.config.sip.host,
             port=self.coordinator.port,
+            shown=f" ({', '.join(transports)})" if transports != ["udp"] else "",
+            transports=list(transports),
             handler=self.config.handler,
         )
         super().startService()
@@ -185,6 +189,7 @@ class SipdService(service.Service):
             "uptime": round(time.time() - self.started_at, 3),
             "handler": self.config.handler,
             "listen": f"{self.config.sip.host}:{self.coordinator.port}",
+            "transports": list(self.config.transports),
             "accepting": self.coordinator.accepting,
             "active_calls": len(calls),
             "calls": calls,
