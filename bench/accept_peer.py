@@ -8,6 +8,11 @@ the state machine and session bookkeeping.
 Usage::
 
     .venv/bin/python bench/accept_peer.py [--port 0] [--host 127.0.0.1] [--set KEY=VALUE]...
+        [--transport udp|tcp|tls [--cert server.crt --key server.key]]
+
+``--transport tcp`` or ``tls`` makes the peer listen for SIP over TCP or TLS
+at its port as well (UDP is always served); TLS needs ``--cert`` and
+``--key`` (``bench/bench_certs.py`` makes a throwaway pair).
 
 ``--set`` changes one :class:`~sipd.config.SipdConfig` field (the value is
 read as YAML: ``--set overload_control=false``, ``--set overload_max_lag=0.05``).
@@ -16,8 +21,10 @@ one address, and the benchmarks measure the whole service.
 
 It prints ``PID <pid>`` and ``PORT <port>`` on stdout as soon as it listens
 (the script measures CPU and RSS through ``/proc/<pid>`` and stops the
-process by PID with SIGTERM). On SIGTERM it prints ``CALLS <n>`` and
-``LIVE <sessions>`` before exiting. ``SIPD_PROFILE=<file>`` runs the
+process by PID with SIGTERM). On SIGTERM it prints ``CALLS <n>``,
+``LIVE <sessions>`` and ``RECEIVED udp=<n> tcp=<n> tls=<n>`` (the INVITEs
+that arrived over each transport, so a script can check that its load went
+over the transport it meant) before exiting. ``SIPD_PROFILE=<file>`` runs the
 reactor under cProfile and writes the stats to that file at exit.
 
 Like the daemon it tunes the garbage collector at start
@@ -43,6 +50,9 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--transport", choices=["udp", "tcp", "tls"], default="udp")
+    parser.add_argument("--cert", help="TLS: the server certificate (PEM)")
+    parser.add_argument("--key", help="TLS: its private key (PEM)")
     args = parser.parse_args()
     import yaml
 
@@ -67,6 +77,14 @@ def main() -> int:
     observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [level])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
+    if args.transport != "udp":
+        settings.setdefault("transport", args.transport)
+    if args.transport == "tls":
+        from sipd import TlsConfig
+
+        if not (args.cert and args.key):
+            parser.error("--transport tls needs --cert and --key")
+        settings.setdefault("tls", TlsConfig(certificate=args.cert, private_key=args.key))
     config = SipdConfig(
         name="bench",
         host=args.host,
@@ -94,6 +112,16 @@ def main() -> int:
         print(f"CALLS {answered}", flush=True)
         states = Counter(s.state for s in coordinator.store)
         print(f"LIVE {len(coordinator.store)} {dict(states)}", flush=True)
+        metrics = coordinator.metrics
+        counted = "sipd_sip_requests_received_total"
+        by_transport = {
+            # UDP's counts carry no transport label (or, should they gain one, "udp").
+            "udp": metrics.get(counted, method="INVITE")
+            + metrics.get(counted, method="INVITE", transport="udp"),
+            "tcp": metrics.get(counted, method="INVITE", transport="tcp"),
+            "tls": metrics.get(counted, method="INVITE", transport="tls"),
+        }
+        print("RECEIVED " + " ".join(f"{k}={v:.0f}" for k, v in by_transport.items()), flush=True)
         if os.environ.get("SIPD_METRICS"):
             print(coordinator.metrics.render(), flush=True)
             for session in list(coordinator.store)[:3]:

@@ -1,21 +1,53 @@
 #!/usr/bin/env bash
-# Call-rate benchmark: sipp's built-in `uac` scenario against a sipd peer that
-# answers every call (bench/accept_peer.py, no media).
+# Call-rate benchmark per SIP transport: UDP, TCP and TLS against a sipd peer
+# that answers every call (bench/accept_peer.py, no media), in one run, with
+# TCP's and TLS's rates as ratios to UDP's.
 #
-# For each rate in RATES, sipp places RATE calls per second for STEP_SECONDS
-# (INVITE, 100/180/200, ACK, BYE/200, no hold time). A step passes when every
-# call succeeded and sipp kept up the rate. The script reports each step's
-# successful/failed calls, the peer's CPU use and RSS, stops at the first
-# failing step, waits for the peer to go idle and prints, as its last line:
+# Every call is sipp's `uac` scenario: INVITE, 100/180/200, ACK, BYE/200, no
+# hold time. For each rate in RATES, RATE calls per second are placed for
+# STEP_SECONDS; a step passes when every call succeeded and the rate was held
+# (the calls finished within 110 % of the step + 2 s). The search for a
+# transport stops at its first failing step. Each search gets a fresh peer,
+# listening on that transport, whose CPU, RSS and peak RSS are reported per
+# step, and which is stopped by PID once its search is done.
 #
-#   RESULT max_cps=<highest passing rate> rss_mb=<peak RSS of the peer in MB>
+# Two load generators:
+#   * bench/call_gen.py, sipd UAs placing the calls, for every transport in
+#     TRANSPORTS (default "udp tcp tls"). The ratios come from these runs, so
+#     that the three transports are measured with the same generator. It runs
+#     GENERATORS processes (default: cores - 1); its CPU (gen_cpu%, summed
+#     over its processes, 100 = one core) is printed beside the peer's: when
+#     the generator, not the peer, is near its cores' worth, a failing step
+#     says more about the generator than the peer, and the notes say so.
+#   * sipp (C, far cheaper per call) for every transport in SIPP_TRANSPORTS
+#     (default "udp tcp"; TCP as `-t t1`, one connection for all calls, like
+#     call_gen.py's connection reuse). Debian's sipp is built without TLS,
+#     hence call_gen.py. sipp_max_cps_udp is the figure this script reported
+#     as max_cps before it measured other transports.
 #
-# Settings (environment): STEP_SECONDS (default 30), RATES (default
-# "100 200 400 500 600 700 800 1000"), IDLE_WAIT (seconds to wait after the last
-# step before reading the idle RSS again, default 40: the transactions of the
-# last calls live 64*T1 = 32 s), SIPP (default /usr/bin/sipp),
-# SIPD_PROFILE=<file> (run the peer under cProfile; see accept_peer.py).
-# Needs sipp (Debian package sip-tester). Runs on 127.0.0.1 only.
+# Last line:
+#
+#   RESULT max_cps_udp=<N> max_cps_tcp=<N> max_cps_tls=<N> tcp_vs_udp=<R> tls_vs_udp=<R>
+#          sipp_max_cps_udp=<N> sipp_max_cps_tcp=<N> sipp_tcp_vs_udp=<R> rss_mb=<M>
+#
+# (one line; keys for transports left out of TRANSPORTS/SIPP_TRANSPORTS are
+# left out; max_cps_* is the rate sustained at the highest passing step,
+# rss_mb the highest peak RSS of the peers).
+#
+# Settings (environment): TRANSPORTS, SIPP_TRANSPORTS (empty: no sipp),
+# STEP_SECONDS (default 30), RATES (default "100 200 400 500 600 700 800 1000"),
+# GENERATORS (call_gen.py processes), IDLE_WAIT (seconds to wait after each
+# search before reading the peer's RSS again, default 40: UDP transactions of
+# the last calls live 64*T1 = 32 s), SIPP (default /usr/bin/sipp),
+# SIPD_PROFILE=<file> (run the peers under cProfile; <file>.<transport> each;
+# see accept_peer.py). Example, a quick check:
+#
+#   STEP_SECONDS=5 RATES="50 100" IDLE_WAIT=1 bash bench/cps.sh
+#
+# Needs sipp (Debian package sip-tester) unless SIPP_TRANSPORTS is empty.
+# Runs on 127.0.0.1 only; every process it starts is stopped by its PID and
+# every load run is bounded in calls and in time. TLS certificates are made
+# for the run (bench/bench_certs.py) in its work folder.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,19 +57,34 @@ SIPP="${SIPP:-/usr/bin/sipp}"
 STEP_SECONDS="${STEP_SECONDS:-30}"
 RATES="${RATES:-100 200 400 500 600 700 800 1000}"
 IDLE_WAIT="${IDLE_WAIT:-40}"
+TRANSPORTS="${TRANSPORTS-udp tcp tls}"
+SIPP_TRANSPORTS="${SIPP_TRANSPORTS-udp tcp}"
+GENERATORS="${GENERATORS:-$(($(nproc) > 1 ? $(nproc) - 1 : 1))}"
 MARGIN=15
 
-if [[ ! -x "$SIPP" ]]; then
-    echo "sipp not found at $SIPP: install the Debian package sip-tester" >&2
+for T in $TRANSPORTS; do
+    case "$T" in udp|tcp|tls) ;; *) echo "TRANSPORTS: unknown transport $T (udp, tcp, tls)" >&2; exit 2 ;; esac
+done
+for T in $SIPP_TRANSPORTS; do
+    case "$T" in
+        udp|tcp) ;;
+        tls) echo "SIPP_TRANSPORTS: Debian's sipp has no TLS; call_gen.py measures TLS (TRANSPORTS)" >&2; exit 2 ;;
+        *) echo "SIPP_TRANSPORTS: unknown transport $T (udp, tcp)" >&2; exit 2 ;;
+    esac
+done
+if [[ -n "$SIPP_TRANSPORTS" && ! -x "$SIPP" ]]; then
+    echo "sipp not found at $SIPP: install the Debian package sip-tester (or SIPP_TRANSPORTS=)" >&2
     exit 2
 fi
 
 WORK="$(mktemp -d /tmp/sipd-cps.XXXXXX)"
 PEER_PID=""
-SIPP_PID=""
+LOAD_PID=""
 cleanup() {
-    if [[ -n "$SIPP_PID" ]] && kill -0 "$SIPP_PID" 2>/dev/null; then
-        kill -KILL "$SIPP_PID" 2>/dev/null || true
+    if [[ -n "$LOAD_PID" ]] && kill -0 "$LOAD_PID" 2>/dev/null; then
+        kill -TERM "$LOAD_PID" 2>/dev/null || true
+        sleep 1
+        kill -KILL "$LOAD_PID" 2>/dev/null || true
     fi
     if [[ -n "$PEER_PID" ]] && kill -0 "$PEER_PID" 2>/dev/null; then
         kill -TERM "$PEER_PID" 2>/dev/null || true
@@ -54,29 +101,12 @@ hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 now_ns() { date +%s%N; }
 # Datagrams the kernel dropped for want of socket buffer space (all UDP sockets).
 udp_drops() { awk '/^Udp:/ && $2 ~ /^[0-9]+$/ {print $6}' /proc/net/snmp; }
-
-# -- start the peer ----------------------------------------------------------------
-cd "$ROOT"
-"$PY" "$HERE/accept_peer.py" --port 0 >"$WORK/peer.out" 2>"$WORK/peer.err" &
-LAUNCHED=$!
-for _ in $(seq 100); do
-    grep -q '^PORT ' "$WORK/peer.out" 2>/dev/null && break
-    sleep 0.1
-done
-PEER_PID="$(awk '/^PID / {print $2}' "$WORK/peer.out")"
-PEER_PORT="$(awk '/^PORT / {print $2}' "$WORK/peer.out")"
-if [[ -z "$PEER_PID" || -z "$PEER_PORT" || "$PEER_PID" != "$LAUNCHED" ]]; then
-    echo "accept_peer.py did not start:" >&2
-    cat "$WORK/peer.err" >&2
-    exit 2
-fi
-sleep 1
-IDLE_RSS_KB="$(rss_kb "$PEER_PID")"
-echo "peer pid=$PEER_PID port=$PEER_PORT idle_rss=$((IDLE_RSS_KB / 1024))MB work=$WORK"
-echo "step_seconds=$STEP_SECONDS rates=[$RATES] cores=$(nproc)"
-printf '%6s %8s %8s %8s %9s %7s %8s %8s %7s\n' \
-    rate target success failed achieved cpu% rss_mb hwm_mb drops
-
+free_port() {  # $1: udp or tcp
+    "$PY" -c 'import socket, sys
+kind = socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM
+s = socket.socket(socket.AF_INET, kind); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' "$1"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }'; }
 # Column of a sipp -trace_stat CSV by header name, from its last line.
 stat_col() {
     awk -F';' -v name="$2" '
@@ -84,62 +114,190 @@ stat_col() {
         { last = $col }
         END { print (col ? last : "") }' "$1"
 }
+# Value of key=value in a RESULT line.
+result_val() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
 
-MAX_CPS=0
-for RATE in $RATES; do
-    TOTAL=$((RATE * STEP_SECONDS))
-    STAT="$WORK/stat-$RATE.csv"
-    SIPP_PORT="$("$PY" -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    T0="$(now_ns)"
-    C0="$(cpu_ticks "$PEER_PID")"
-    D0="$(udp_drops)"
+cd "$ROOT"
+"$PY" "$HERE/bench_certs.py" "$WORK/certs" >/dev/null
+echo "work=$WORK cores=$(nproc) step_seconds=$STEP_SECONDS rates=[$RATES]"
+echo "call_gen.py: transports=[$TRANSPORTS] processes=$GENERATORS; sipp: transports=[$SIPP_TRANSPORTS]"
+
+# start_peer NAME TRANSPORT: a fresh accept_peer.py; sets PEER_PID, PEER_PORT.
+start_peer() {
+    local name="$1" transport="$2"
+    local profile=()
+    if [[ -n "${SIPD_PROFILE:-}" ]]; then profile=(env "SIPD_PROFILE=$SIPD_PROFILE.$name"); fi
+    "${profile[@]}" "$PY" "$HERE/accept_peer.py" --port 0 --transport "$transport" \
+        --cert "$WORK/certs/server.crt" --key "$WORK/certs/server.key" \
+        >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    local launched=$!
+    for _ in $(seq 100); do
+        grep -q '^PORT ' "$WORK/$name.out" 2>/dev/null && break
+        sleep 0.1
+    done
+    PEER_PID="$(awk '/^PID / {print $2}' "$WORK/$name.out")"
+    PEER_PORT="$(awk '/^PORT / {print $2}' "$WORK/$name.out")"
+    if [[ -z "$PEER_PID" || -z "$PEER_PORT" || "$PEER_PID" != "$launched" ]]; then
+        echo "accept_peer.py did not start:" >&2
+        cat "$WORK/$name.err" >&2
+        exit 2
+    fi
+    sleep 1
+    IDLE_RSS_KB="$(rss_kb "$PEER_PID")"
+    echo "$name: pid=$PEER_PID port=$PEER_PORT idle_rss=$((IDLE_RSS_KB / 1024))MB"
+}
+
+# stop_peer NAME TRANSPORT: idle wait, RSS, SIGTERM by PID; checks that the
+# INVITEs came over TRANSPORT (the peer's RECEIVED line). Sets PEAK_KB.
+stop_peer() {
+    local name="$1" transport="$2"
+    PEAK_KB="$(hwm_kb "$PEER_PID")"
+    sleep "$IDLE_WAIT"
+    local after_kb
+    after_kb="$(rss_kb "$PEER_PID")"
+    kill -TERM "$PEER_PID"
+    for _ in $(seq 50); do kill -0 "$PEER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$PEER_PID" 2>/dev/null || true
+    PEER_PID=""
+    echo "  $name: $(tr '\n' ' ' <"$WORK/$name.out" | cut -c1-240)"
+    echo "  $name: rss idle_before=$((IDLE_RSS_KB / 1024))MB peak=$((PEAK_KB / 1024))MB" \
+        "after ${IDLE_WAIT}s idle=$((after_kb / 1024))MB"
+    local received others
+    received="$(awk -v t="$transport" '/^RECEIVED / { for (i = 2; i <= NF; i++) { split($i, kv, "=");
+        if (kv[1] == t) print kv[2] } }' "$WORK/$name.out")"
+    others="$(awk -v t="$transport" '/^RECEIVED / { s = 0; for (i = 2; i <= NF; i++) { split($i, kv, "=");
+        if (kv[1] != t) s += kv[2] }; print s }' "$WORK/$name.out")"
+    if [[ -z "$received" || "$received" == 0 || "${others:-0}" != 0 ]]; then
+        echo "  $name: the INVITEs did not all come over $transport (${received:-?} did," \
+            "${others:-?} over others); its figures are void" >&2
+        VOID=1
+    fi
+}
+
+# step_gen TRANSPORT RATE: one step of call_gen.py. step_sipp TRANSPORT RATE: of sipp.
+# Both set TOTAL SUCCESS FAILED ELAPSED_MS GEN_CPU LOAD_RC.
+step_gen() {
+    local transport="$1" rate="$2" out="$WORK/gen-$1-$2.out"
+    TOTAL=$((rate * STEP_SECONDS))
     set +e
-    timeout -k 5 $((STEP_SECONDS + MARGIN + 5)) "$SIPP" -sn uac -i 127.0.0.1 -p "$SIPP_PORT" \
-        "127.0.0.1:$PEER_PORT" -r "$RATE" -rp 1000 -m "$TOTAL" -l $((RATE * 2)) -d 0 \
-        -max_socket 1024 -buff_size 4194304 -nostdin -timeout "$((STEP_SECONDS + MARGIN))s" -timeout_error \
-        -trace_stat -stf "$STAT" -fd 1 -trace_err -error_file "$WORK/errors-$RATE.log" \
-        >"$WORK/sipp-$RATE.out" 2>&1 &
-    SIPP_PID=$!
-    wait "$SIPP_PID"
-    SIPP_RC=$?
-    SIPP_PID=""
+    timeout -k 5 $((STEP_SECONDS + MARGIN + 60)) "$PY" "$HERE/call_gen.py" \
+        --target "127.0.0.1:$PEER_PORT" --transport "$transport" --ca "$WORK/certs/ca.crt" \
+        --rate "$rate" --seconds "$STEP_SECONDS" --processes "$GENERATORS" \
+        --max-concurrent $((rate * 2)) --margin "$MARGIN" --work "$WORK/gen-$transport-$rate" \
+        >"$out" 2>&1 &
+    LOAD_PID=$!
+    wait "$LOAD_PID"
+    LOAD_RC=$?
+    LOAD_PID=""
     set -e
-    T1="$(now_ns)"
-    C1="$(cpu_ticks "$PEER_PID")"
-    D1="$(udp_drops)"
-    ELAPSED_MS=$(((T1 - T0) / 1000000))
-    SUCCESS="$(stat_col "$STAT" 'SuccessfulCall(C)' 2>/dev/null || true)"
-    FAILED="$(stat_col "$STAT" 'FailedCall(C)' 2>/dev/null || true)"
+    local result
+    result="$(grep '^RESULT ' "$out" | tail -1)"
+    SUCCESS="$(result_val "$result" success)"
+    SUCCESS="${SUCCESS:-0}"
+    FAILED=$((TOTAL - SUCCESS))
+    ELAPSED_MS="$(result_val "$result" elapsed_ms)"
+    ELAPSED_MS="${ELAPSED_MS:-0}"
+    GEN_CPU="$(result_val "$result" gen_cpu_pct)"
+    GEN_CPU="${GEN_CPU:--}"
+}
+step_sipp() {
+    local transport="$1" rate="$2" stat="$WORK/sipp-$1-$2.csv" port flag
+    TOTAL=$((rate * STEP_SECONDS))
+    port="$(free_port "$transport")"
+    flag=u1
+    if [[ "$transport" == tcp ]]; then flag=t1; fi
+    local t0
+    t0="$(now_ns)"
+    set +e
+    timeout -k 5 $((STEP_SECONDS + MARGIN + 5)) "$SIPP" -sn uac -t "$flag" -i 127.0.0.1 -p "$port" \
+        "127.0.0.1:$PEER_PORT" -r "$rate" -rp 1000 -m "$TOTAL" -l $((rate * 2)) -d 0 \
+        -max_socket 1024 -buff_size 4194304 -nostdin -timeout "$((STEP_SECONDS + MARGIN))s" -timeout_error \
+        -trace_stat -stf "$stat" -fd 1 -trace_err -error_file "$WORK/sipp-errors-$transport-$rate.log" \
+        >"$WORK/sipp-$transport-$rate.out" 2>&1 &
+    LOAD_PID=$!
+    wait "$LOAD_PID"
+    LOAD_RC=$?
+    LOAD_PID=""
+    set -e
+    ELAPSED_MS=$((($(now_ns) - t0) / 1000000))
+    SUCCESS="$(stat_col "$stat" 'SuccessfulCall(C)' 2>/dev/null || true)"
+    FAILED="$(stat_col "$stat" 'FailedCall(C)' 2>/dev/null || true)"
     SUCCESS="${SUCCESS:-0}"
     FAILED="${FAILED:-?}"
-    ACHIEVED=$((SUCCESS * 1000 / (ELAPSED_MS > 0 ? ELAPSED_MS : 1)))
-    CPU_PCT=$(((C1 - C0) * 100000 / CLK_TCK / (ELAPSED_MS > 0 ? ELAPSED_MS : 1)))
-    printf '%6s %8s %8s %8s %9s %7s %8s %8s %7s\n' "$RATE" "$TOTAL" "$SUCCESS" "$FAILED" \
-        "$ACHIEVED" "$CPU_PCT" "$(($(rss_kb "$PEER_PID") / 1024))" \
-        "$(($(hwm_kb "$PEER_PID") / 1024))" "$((D1 - D0))"
-    # Passing: sipp exit 0, every call successful, and the rate held (sipp
-    # throttles at -l when the peer lags, which would show as a lower rate).
-    if [[ "$SIPP_RC" == 0 && "$FAILED" == 0 && "$SUCCESS" == "$TOTAL" \
-          && "$ELAPSED_MS" -le $((STEP_SECONDS * 1000 * 110 / 100 + 2000)) ]]; then
-        # Report what was sustained, not what was asked for.
-        MAX_CPS="$ACHIEVED"
-    else
-        echo "rate $RATE failed (sipp exit $SIPP_RC, ${ELAPSED_MS} ms); see $WORK" >&2
-        break
-    fi
-    if ! kill -0 "$PEER_PID" 2>/dev/null; then
-        echo "the peer died; see $WORK/peer.err" >&2
-        break
-    fi
+    GEN_CPU="-"
+}
+
+# search GEN TRANSPORT: the step search with generator GEN (gen or sipp); sets MAX_CPS.
+search() {
+    local gen="$1" transport="$2" name="peer-$1-$2"
+    start_peer "$name" "$transport"
+    printf '%5s %4s %6s %8s %8s %8s %9s %6s %6s %7s %7s %6s\n' \
+        load via rate target success failed achieved peer% gen% rss_mb hwm_mb drops
+    MAX_CPS=0
+    local rate c0 c1 d0 d1 t0 t1 ms achieved cpu
+    for rate in $RATES; do
+        t0="$(now_ns)"
+        c0="$(cpu_ticks "$PEER_PID")"
+        d0="$(udp_drops)"
+        "step_$gen" "$transport" "$rate"
+        t1="$(now_ns)"
+        c1="$(cpu_ticks "$PEER_PID")"
+        d1="$(udp_drops)"
+        ms=$(((t1 - t0) / 1000000))
+        achieved=$((SUCCESS * 1000 / (ELAPSED_MS > 0 ? ELAPSED_MS : 1)))
+        cpu=$(((c1 - c0) * 100000 / CLK_TCK / (ms > 0 ? ms : 1)))
+        printf '%5s %4s %6s %8s %8s %8s %9s %6s %6s %7s %7s %6s\n' "$gen" "$transport" "$rate" \
+            "$TOTAL" "$SUCCESS" "$FAILED" "$achieved" "$cpu" "$GEN_CPU" \
+            "$(($(rss_kb "$PEER_PID") / 1024))" "$(($(hwm_kb "$PEER_PID") / 1024))" "$((d1 - d0))"
+        # Passing: the generator's exit 0, every call successful, the rate held.
+        if [[ "$LOAD_RC" == 0 && "$FAILED" == 0 && "$SUCCESS" == "$TOTAL" \
+              && "$ELAPSED_MS" -le $((STEP_SECONDS * 1000 * 110 / 100 + 2000)) ]]; then
+            MAX_CPS="$achieved"  # what was sustained, not what was asked for
+        else
+            local why=""
+            if [[ "$GEN_CPU" != "-" && "$GEN_CPU" -ge $((GENERATORS * 90)) ]]; then
+                why=" (the generator used ${GEN_CPU}% CPU of ${GENERATORS} process(es): it, not the peer, may have been the limit)"
+            fi
+            echo "  $gen over $transport: rate $rate failed (exit $LOAD_RC, ${ELAPSED_MS} ms)$why; see $WORK" >&2
+            break
+        fi
+        if ! kill -0 "$PEER_PID" 2>/dev/null; then
+            echo "  the peer died; see $WORK/$name.err" >&2
+            exit 1
+        fi
+    done
+    stop_peer "$name" "$transport"
+}
+
+VOID=0
+declare -A GEN_MAX SIPP_MAX
+PEAK_ALL_KB=0
+for T in $TRANSPORTS; do
+    search gen "$T"
+    GEN_MAX[$T]="$MAX_CPS"
+    PEAK_ALL_KB=$((PEAK_KB > PEAK_ALL_KB ? PEAK_KB : PEAK_ALL_KB))
+done
+for T in $SIPP_TRANSPORTS; do
+    search sipp "$T"
+    SIPP_MAX[$T]="$MAX_CPS"
+    PEAK_ALL_KB=$((PEAK_KB > PEAK_ALL_KB ? PEAK_KB : PEAK_ALL_KB))
 done
 
-PEAK_KB="$(hwm_kb "$PEER_PID")"
-echo "waiting ${IDLE_WAIT}s for the last transactions to end..."
-sleep "$IDLE_WAIT"
-AFTER_KB="$(rss_kb "$PEER_PID")"
-kill -TERM "$PEER_PID"
-for _ in $(seq 50); do kill -0 "$PEER_PID" 2>/dev/null || break; sleep 0.1; done
-PEER_PID=""
-echo "peer: $(tr '\n' ' ' <"$WORK/peer.out")"
-echo "rss idle_before=$((IDLE_RSS_KB / 1024))MB peak=$((PEAK_KB / 1024))MB after=$((AFTER_KB / 1024))MB"
-echo "RESULT max_cps=$MAX_CPS rss_mb=$((PEAK_KB / 1024))"
+RESULT="RESULT"
+for T in $TRANSPORTS; do RESULT+=" max_cps_$T=${GEN_MAX[$T]}"; done
+if [[ -n "${GEN_MAX[udp]:-}" ]]; then
+    for T in tcp tls; do
+        if [[ -n "${GEN_MAX[$T]:-}" ]]; then RESULT+=" ${T}_vs_udp=$(ratio "${GEN_MAX[$T]}" "${GEN_MAX[udp]}")"; fi
+    done
+fi
+for T in $SIPP_TRANSPORTS; do RESULT+=" sipp_max_cps_$T=${SIPP_MAX[$T]}"; done
+if [[ -n "${SIPP_MAX[udp]:-}" && -n "${SIPP_MAX[tcp]:-}" ]]; then
+    RESULT+=" sipp_tcp_vs_udp=$(ratio "${SIPP_MAX[tcp]}" "${SIPP_MAX[udp]}")"
+fi
+RESULT+=" rss_mb=$((PEAK_ALL_KB / 1024))"
+if [[ "$VOID" != 0 ]]; then
+    echo "some load did not go over the transport it was meant for (see above)" >&2
+    echo "$RESULT void=1"
+    exit 1
+fi
+echo "$RESULT"

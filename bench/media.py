@@ -28,6 +28,32 @@ Output: one table per process, then the last line
 no packet in either direction, X is the worse of the two processes' 99th
 percentile send interval. The target is 200 calls, no loss, p99 < 25 ms and
 each process under one core (CPU < 100 %).
+
+SRTP. ``--srtp`` (or ``BENCH_SRTP=1``) measures plain RTP and SRTP in the
+same run: each measurement is made twice, once with both processes at
+``srtp="off"`` and once at ``srtp="required"`` (RTP/SAVP, SDES keys,
+AES_CM_128_HMAC_SHA1_80 by preference), each with fresh processes. Every
+call of an SRTP measurement must report an SRTP suite in ``call.stats()``
+on both sides (and every plain call none), or the run fails with a message
+saying which; the per-call SRTP drops (``srtp_dropped``) count as loss. The
+last line then reads::
+
+    RESULT max_calls=<plain N> p99_interval_ms=<plain X> srtp_max_calls=<N>
+           srtp_p99_interval_ms=<X> srtp_calls_ratio=<srtp N / plain N>
+           srtp_p99_ratio=<srtp X / plain X> srtp_cpu_ratio=<srtp CPU / plain CPU>
+
+(one line; CPU is the busier process's).
+
+Capacity search. ``--steps "100 200 300"`` runs each mode at every number
+of calls in turn (plain and SRTP alternate, so both see the same machine)
+until a step has a lost packet or a p99 send interval of 25 ms or more;
+``max_calls`` is then the highest step that passed (p99 and CPU are that
+step's), which is the issue's "concurrent calls at p99 < 25 ms". Without
+``--steps`` one measurement at ``--calls`` is made per mode, and
+``max_calls`` counts its calls without loss. A quick check of the SRTP
+path::
+
+    .venv/bin/python bench/media.py --quick --srtp
 """
 
 from __future__ import annotations
@@ -62,6 +88,10 @@ CALLER_MEDIA_BASE = 52000
 BATCH = 25
 #: Seconds each process may take to set up its calls before the run is abandoned.
 SETUP_BUDGET_S = 60.0
+#: What a per-call summary says when ``call.stats()`` has no ``srtp`` entry.
+NO_SRTP_STAT = "<not reported>"
+#: A measurement passes a capacity step below this p99 send interval (ms).
+P99_TARGET_MS = 25.0
 
 
 # -- one process's measurements -----------------------------------------------------------
@@ -174,6 +204,10 @@ def _call_summary(call: Any) -> dict[str, Any]:
         "lost": s.get("packets_lost", 0),
         "late": s.get("late", 0),
         "overflow": s.get("recv_queue_overflow", 0),
+        # The suite protecting the media (None: plain RTP); NO_SRTP_STAT when
+        # this sipd does not say, so the orchestrator can tell the two apart.
+        "srtp": s.get("srtp", NO_SRTP_STAT),
+        "srtp_dropped": s.get("srtp_dropped", 0),
     }
 
 
@@ -207,6 +241,11 @@ def _tone_frame() -> Any:
     return ToneGenerator(400).next_frame()
 
 
+def _srtp(args: argparse.Namespace) -> dict[str, str]:
+    """The peer's SRTP setting; none at all for plain RTP (the library default)."""
+    return {} if args.srtp_policy == "off" else {"srtp": args.srtp_policy}
+
+
 async def run_caller(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     from twisted.internet import defer
 
@@ -215,7 +254,7 @@ async def run_caller(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     meter = Meter()
     low = CALLER_MEDIA_BASE
     peer = await SimplePeer.create(
-        "caller", 0, media_port_min=low, media_port_max=low + 4 * args.calls + 99
+        "caller", 0, media_port_min=low, media_port_max=low + 4 * args.calls + 99, **_srtp(args)
     )
     meter.watch_clock(peer.coordinator.media.clock_loop, reactor)
     target = f"sip:callee@127.0.0.1:{args.target_port}"
@@ -251,7 +290,7 @@ async def run_callee(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     meter = Meter()
     low = CALLEE_MEDIA_BASE
     peer = await SimplePeer.create(
-        "callee", 0, media_port_min=low, media_port_max=low + 4 * args.calls + 99
+        "callee", 0, media_port_min=low, media_port_max=low + 4 * args.calls + 99, **_srtp(args)
     )
     meter.watch_clock(peer.coordinator.media.clock_loop, reactor)
     print(f"READY {peer.port}", flush=True)
@@ -344,6 +383,8 @@ def _spawn(args: argparse.Namespace, role: str, out: Path, *extra: str) -> subpr
         str(args.calls),
         "--duration",
         str(args.duration),
+        "--srtp-policy",
+        getattr(args, "srtp_policy", "off"),
         *(["--profile"] if args.profile else []),
         *extra,
     ]
@@ -378,7 +419,9 @@ def _zero_loss_calls(caller: dict[str, Any], callee: dict[str, Any]) -> int:
         other = far.get(near["call_id"])
         if other is None:
             continue
-        if near["lost"] + near["late"] + other["lost"] + other["late"] == 0:
+        lost = near["lost"] + near["late"] + other["lost"] + other["late"]
+        lost += near.get("srtp_dropped", 0) + other.get("srtp_dropped", 0)
+        if lost == 0:
             clean += 1
     return clean
 
@@ -388,6 +431,8 @@ def _print_report(report: dict[str, Any], target: int) -> None:
     lost = sum(c["lost"] for c in per_call)
     late = sum(c["late"] for c in per_call)
     overflow = sum(c["overflow"] for c in per_call)
+    srtp_dropped = sum(c.get("srtp_dropped", 0) for c in per_call)
+    suites = sorted({str(c.get("srtp")) for c in per_call})
     sent = sum(c["sent"] for c in per_call)
     received = sum(c["received"] for c in per_call)
     print(
@@ -395,6 +440,7 @@ def _print_report(report: dict[str, Any], target: int) -> None:
         f"CPU {report['cpu_pct']:.1f} % over {report['window_s']:.1f} s, "
         f"{report['packets_per_s']:.0f} packets/s (sent {sent}, received {received}), "
         f"lost {lost}, late {late}, queue overflow {overflow}, "
+        f"SRTP {'/'.join(suites)} (dropped {srtp_dropped}), "
         f"send interval p50 {report['p50_ms']:.2f} ms p99 {report['p99_ms']:.2f} ms "
         f"max {report['max_ms']:.2f} ms ({report['intervals']} intervals, "
         f"{report['over_25ms']} over 25 ms)"
@@ -411,7 +457,8 @@ def _print_report(report: dict[str, Any], target: int) -> None:
     )
 
 
-def orchestrate(args: argparse.Namespace) -> int:
+def measure(args: argparse.Namespace) -> dict[str, Any] | None:
+    """One measurement: callee, caller and probe processes; their reports, or None."""
     budget = SETUP_BUDGET_S + args.duration + 60
     with tempfile.TemporaryDirectory(prefix="sipd-bench-media-") as tmp:
         callee_out, caller_out = Path(tmp) / "callee.out", Path(tmp) / "caller.out"
@@ -430,7 +477,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             procs.append(probe)
             for proc in (caller, callee, probe):
                 proc.wait(max(1.0, budget))
-            reports = {
+            return {
                 name: json.loads(_wait_for(out, "REPORT ", proc, 5))
                 for name, out, proc in (
                     ("caller", caller_out, caller),
@@ -443,12 +490,36 @@ def orchestrate(args: argparse.Namespace) -> int:
             for out in (callee_out, caller_out, probe_out):
                 if out.exists():
                     print(f"--- {out.name}\n{out.read_text()[-3000:]}", file=sys.stderr)
-            print("RESULT max_calls=0 p99_interval_ms=nan")
-            return 1
+            return None
         finally:
             for proc in procs:
                 _kill(proc)
-    print(f"media bench: {args.calls} calls x {args.duration:g} s, 20 ms G.711 both ways")
+
+
+def _srtp_problem(reports: dict[str, Any], policy: str) -> str | None:
+    """Why the calls' media is not what ``policy`` asked for, or None when it is."""
+    for role in ("caller", "callee"):
+        suites = [c.get("srtp", NO_SRTP_STAT) for c in reports[role]["per_call"]]
+        if NO_SRTP_STAT in suites:
+            return (
+                f"the {role}'s call.stats() has no 'srtp' entry, so this bench cannot tell "
+                "whether the media was encrypted; it needs a sipd whose call.stats()['srtp'] "
+                "names the SRTP suite (None for plain RTP)"
+            )
+        plain = sum(1 for suite in suites if not suite)
+        if policy == "required" and plain:
+            return (
+                f"srtp='required' was set on both peers but {plain} of the {role}'s "
+                f"{len(suites)} calls carried plain RTP (call.stats()['srtp'] is None): "
+                "the SRTP figures would be plain RTP's"
+            )
+        if policy == "off" and plain != len(suites):
+            return f"srtp='off' but {len(suites) - plain} of the {role}'s calls used SRTP"
+    return None
+
+
+def _print_measurement(args: argparse.Namespace, reports: dict[str, Any], label: str) -> None:
+    print(f"media bench{label}: {args.calls} calls x {args.duration:g} s, 20 ms G.711 both ways")
     for name in ("caller", "callee"):
         _print_report(reports[name], args.calls)
         if args.profile:
@@ -459,10 +530,68 @@ def orchestrate(args: argparse.Namespace) -> int:
         f"p99 {probe['p99_ms']:.2f} ms max {probe['max_ms']:.2f} ms "
         f"({probe['over_25ms']} of {probe['intervals']} over 25 ms)"
     )
-    clean = _zero_loss_calls(reports["caller"], reports["callee"])
-    p99 = max(reports["caller"]["p99_ms"], reports["callee"]["p99_ms"])
-    print(f"RESULT max_calls={clean} p99_interval_ms={p99:.2f}")
-    return 0
+
+
+def _ratio(numerator: float, denominator: float) -> str:
+    return f"{numerator / denominator:.3f}" if denominator else "nan"
+
+
+def orchestrate(args: argparse.Namespace) -> int:
+    """Measure each mode (plain, and SRTP with ``--srtp``) at each step; print RESULT."""
+    policies = ["off", "required"] if args.srtp else ["off"]
+    steps = args.steps or [args.calls]
+    #: Per policy: (calls, clean calls, p99 ms, busier process's CPU %) of the best step.
+    best: dict[str, tuple[int, int, float, float]] = {}
+    stopped: set[str] = set()
+    code = 0
+    for calls in steps:
+        for policy in policies:
+            if policy in stopped:
+                continue
+            run = argparse.Namespace(**{**vars(args), "calls": calls, "srtp_policy": policy})
+            label = f" [{'SRTP' if policy == 'required' else 'plain RTP'}]" if args.srtp else ""
+            reports = measure(run)
+            if reports is None:
+                print(
+                    f"the measurement{label} at {calls} calls failed (see above)", file=sys.stderr
+                )
+                stopped.add(policy)
+                code = 1
+                continue
+            _print_measurement(run, reports, label)
+            problem = _srtp_problem(reports, policy) if args.srtp else None
+            if problem is not None:
+                print(f"bench failed{label}: {problem}", file=sys.stderr)
+                stopped.add(policy)
+                code = 1
+                continue
+            clean = _zero_loss_calls(reports["caller"], reports["callee"])
+            p99 = max(reports["caller"]["p99_ms"], reports["callee"]["p99_ms"])
+            cpu = max(reports["caller"]["cpu_pct"], reports["callee"]["cpu_pct"])
+            passed = clean == calls and p99 < P99_TARGET_MS
+            if args.steps:
+                verdict = "passed" if passed else "failed (loss or p99 >= 25 ms)"
+                print(f"  step {calls} calls{label}: {clean} clean, p99 {p99:.2f} ms: {verdict}")
+            if not args.steps:
+                best[policy] = (calls, clean, p99, cpu)
+            elif passed:
+                best[policy] = (calls, calls, p99, cpu)
+            else:
+                best.setdefault(policy, (0, 0, p99, cpu))
+                stopped.add(policy)
+    plain = best.get("off", (0, 0, float("nan"), 0.0))
+    fields = [f"max_calls={plain[1]}", f"p99_interval_ms={plain[2]:.2f}"]
+    if args.srtp:
+        srtp = best.get("required", (0, 0, float("nan"), 0.0))
+        fields += [
+            f"srtp_max_calls={srtp[1]}",
+            f"srtp_p99_interval_ms={srtp[2]:.2f}",
+            f"srtp_calls_ratio={_ratio(srtp[1], plain[1])}",
+            f"srtp_p99_ratio={_ratio(srtp[2], plain[2])}",
+            f"srtp_cpu_ratio={_ratio(srtp[3], plain[3])}",
+        ]
+    print("RESULT " + " ".join(fields))
+    return code
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -473,8 +602,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="20 calls for 3 s")
     parser.add_argument("--profile", action="store_true", help="cProfile both processes")
+    parser.add_argument(
+        "--srtp",
+        action="store_true",
+        default=os.environ.get("BENCH_SRTP", "") not in ("", "0"),
+        help="measure SRTP (srtp='required' on both sides) beside plain RTP",
+    )
+    parser.add_argument(
+        "--steps",
+        type=lambda text: [int(n) for n in text.replace(",", " ").split()],
+        default=None,
+        help='numbers of calls to step through, e.g. "100 200 300" (capacity search)',
+    )
     parser.add_argument("--role", choices=["caller", "callee", "probe"], help=argparse.SUPPRESS)
     parser.add_argument("--target-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--srtp-policy", choices=["off", "required"], default="off", help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.quick and args.role is None:
         args.calls, args.duration = 20, 3.0
