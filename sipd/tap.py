@@ -160,7 +160,7 @@ def _check_free(kind: str, host: str, port: int) -> None:
                 probe.listen(1)
         except OSError as exc:
             where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
-            option = "--listen or sip.listen" if udp else "--http or http.listen"
+            option = "--http or http.listen" if kind == "HTTP" else "--listen or sip.listen"
             why = (exc.strerror or str(exc)).lower()
             raise SystemExit(
                 f"twistd sipd: cannot listen for {kind} on {where}: {why} (choose another "
@@ -172,6 +172,9 @@ def makeService(options: Options) -> service.MultiService:
     """The SIP service (which also serves /status and /metrics unless HTTP is off)."""
     cfg: DaemonConfig = options["daemon_config"]
     _check_free("SIP", cfg.sip.host, cfg.sip.port)
+    if cfg.sip.transport != "udp":
+        # The stream transport listens on the SIP port number too (TCP).
+        _check_free(f"SIP over {cfg.sip.transport.upper()}", cfg.sip.host, cfg.sip.port)
     if cfg.http_host is not None:
         _check_free("HTTP", cfg.http_host, cfg.http_port)
     top = service.MultiService()

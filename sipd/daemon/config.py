@@ -313,6 +313,7 @@ def _tls_config(
             raise c.fail(node, f"tls.{needed}", why)
     try:
         config = TlsConfig(**values)
+        config.check_files()
     except ConfigError as exc:
         # The library's messages start with the key ("tls.require_client_certificate needs ...").
         match = re.match(r"tls\.(\w+):?\s+(.*)", str(exc), re.DOTALL)

@@ -123,6 +123,15 @@ class TlsConfig:
         """True when a certificate and key are configured (a server needs both)."""
         return self.certificate is not None and self.private_key is not None
 
+    def check_files(self) -> None:
+        """Read every file now and raise :class:`ConfigError` naming the bad one.
+
+        A configuration loader calls this to report a broken PEM file, an
+        encrypted key or a key that is not the certificate's as one line,
+        before anything listens, instead of when the first connection needs it.
+        """
+        load_credentials(self)
+
 
 @dataclass(frozen=True, slots=True)
 class TlsCredentials:

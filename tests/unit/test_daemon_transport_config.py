@@ -251,8 +251,8 @@ def test_the_commented_tls_example_in_etc_sipd_yaml_loads(tmp_path: Path, certs:
 def test_twistd_stops_on_a_key_that_is_not_the_certificates(
     tmp_path: Path, certs: CertFiles
 ) -> None:
-    """What is in the PEM files is read when the TLS listener starts (the daemon may not
-    import the library's reader): twistd exits 1, and its last line names the key."""
+    """What is in the PEM files is read when the config is loaded: twistd exits 1 with
+    one line naming file, line and key, before anything listens."""
     path = tmp_path / "bad.yaml"
     path.write_text(
         "sip:\n  listen: 127.0.0.1:0\n  transports: [udp, tls]\nhttp:\n  listen: null\n"
@@ -261,6 +261,32 @@ def test_twistd_stops_on_a_key_that_is_not_the_certificates(
     result = twistd(tmp_path, path)
     output = (result.stdout + result.stderr).strip()
     assert result.returncode == 1, output
-    last = output.splitlines()[-1]
-    assert f"tls.private_key {certs.client_key} does not belong to tls.certificate" in last
+    assert output == (
+        f"{path}:8: tls.private_key: {certs.client_key} does not belong to "
+        f"tls.certificate {certs.server_cert}"
+    ), output
     assert "listening on" not in output, output
+
+
+def test_twistd_on_a_busy_tcp_port_for_tls_says_so_in_one_line(
+    tmp_path: Path, certs: CertFiles
+) -> None:
+    """Another program holds the TCP port the TLS listener needs (UDP is free)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        busy = holder.getsockname()[1]
+        path = tmp_path / "busy.yaml"
+        path.write_text(
+            f"sip:\n  listen: 127.0.0.1:{busy}\n  transports: [udp, tls]\nhttp:\n  listen: null\n"
+            f"tls:\n  certificate: {certs.server_cert}\n  private_key: {certs.server_key}\n"
+        )
+        result = twistd(tmp_path, path)
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 1, output
+    assert output == (
+        f"twistd sipd: cannot listen for SIP over TLS on 127.0.0.1:{busy}: address already "
+        "in use (choose another address with --listen or sip.listen)"
+    ), output
