@@ -71,7 +71,7 @@ demo: venv
 bench: venv sysdeps
 	$(PY) bench/parse.py
 	$(PY) bench/codec.py
-	$(PY) bench/media.py
+	$(PY) bench/media.py --srtp
 	bash bench/cps.sh
 	$(PY) bench/fuzz.py
 
