@@ -562,6 +562,8 @@ class Baresip:
     recordings: Path
     #: The account's AOR: at the registrar when there is one, else its own address.
     aor: str
+    #: "udp" (also answers on TCP at ``sip_port``), "tcp", or "tls" (at ``sip_port + 1``).
+    transport: str = "udp"
     events: list[dict[str, Any]] = field(default_factory=list)
     _ctrl: _CtrlProtocol | None = None
     _responses: dict[str, defer.Deferred[dict[str, Any]]] = field(default_factory=dict)
@@ -571,7 +573,15 @@ class Baresip:
     @property
     def contact_uri(self) -> str:
         """Where baresip itself listens: call it here directly, without a proxy."""
-        return f"sip:{self.user}@127.0.0.1:{self.sip_port}"
+        return self.listening_uri(self.user, self.sip_port, self.transport)
+
+    @staticmethod
+    def listening_uri(user: str, sip_port: int, transport: str = "udp") -> str:
+        """``sip:user@127.0.0.1:port``; over TLS baresip listens on ``sip_port + 1``."""
+        if transport == "udp":
+            return f"sip:{user}@127.0.0.1:{sip_port}"
+        port = sip_port + 1 if transport == "tls" else sip_port
+        return f"sip:{user}@127.0.0.1:{port};transport={transport}"
 
     def _message(self, message: dict[str, Any]) -> None:
         if message.get("event"):
@@ -674,6 +684,10 @@ def start_baresip(
     password: str | None = None,
     answermode: str = "auto",
     extra_config: dict[str, str] | None = None,
+    transport: str = "udp",
+    account_params: str = "",
+    extra_modules: Iterable[str] = (),
+    sip_trace: bool = False,
 ) -> Baresip:
     """Start baresip headless with a config directory of its own under ``workdir``.
 
@@ -681,8 +695,12 @@ def start_baresip(
     in every call. With ``registrar`` the account is ``user`` at kamailio,
     registering every 60 s with ``password`` (default: the one users.cfg
     holds); dial ``registrar.aor(other)`` to call through kamailio.
-    Without it, the account only listens (regint=0). Call
-    :meth:`Baresip.wait_ready`.
+    Without it, the account only listens (regint=0); its AOR is
+    :attr:`Baresip.contact_uri`, on ``transport``'s port. ``account_params``
+    (";mediaenc=srtp-mand") end the account line; ``extra_modules``
+    ("srtp.so") are loaded too (TLS settings go in ``extra_config``, see
+    tests/interop/baresip_tls.py). ``sip_trace`` writes every SIP message
+    (SDP included) into the log. Call :meth:`Baresip.wait_ready`.
     """
     require_program(BARESIP)
     for module in ("g711", "aufile", "aubridge", "sndfile", "account", "menu", "ctrl_tcp"):
@@ -729,6 +747,7 @@ def start_baresip(
         "module_tmp account.so",
         "module_app menu.so",
         "module_app ctrl_tcp.so",
+        *(f"module {name}" for name in extra_modules),
     ]
     lines = [f"{key}\t{value}" for key, value in settings.items()]
     (config_dir / "config").write_text("\n".join([*lines, *modules, ""]))
@@ -737,13 +756,14 @@ def start_baresip(
         aor = registrar.aor(user)
         account = f"<{aor}>;auth_user={user};auth_pass={secret};regint=60;answermode={answermode}"
     else:
-        aor = f"sip:{user}@127.0.0.1:{sip_port}"
+        aor = Baresip.listening_uri(user, sip_port, transport)
         account = f"<{aor}>;regint=0;answermode={answermode}"
+    account += account_params
     (config_dir / "accounts").write_text(account + "\n")
     (config_dir / "contacts").write_text("")
-    args = [BARESIP, "-f", str(config_dir)]
+    args = [BARESIP, "-f", str(config_dir), *(["-s"] if sip_trace else [])]
     process = ManagedProcess.spawn(f"baresip-{user}", args, workdir / "baresip.log", cwd=workdir)
-    return Baresip(process, user, sip_port, ctrl_port, config_dir, recordings, aor)
+    return Baresip(process, user, sip_port, ctrl_port, config_dir, recordings, aor, transport)
 
 
 # -- sipp --------------------------------------------------------------------------------
