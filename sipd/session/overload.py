@@ -65,6 +65,7 @@ from sipd.config import SipdConfig
 from sipd.logs import Logger
 from sipd.metrics import Metrics
 from sipd.sip.message import Request, Response, make_response
+from sipd.sip.transaction_base import is_reliable
 from sipd.sip.via import response_address
 from sipd.transport.ratelimit import RateLimitedLog
 from sipd.transport.udp import check_headers, stamp_received
@@ -342,9 +343,11 @@ class OverloadControl:
         response = make_response(request, 503, to_tag=TAG_PREFIX + digest)
         for name, value in self.retry_after_headers:
             response.headers.add(name, value)
+        # Over TCP/TLS the source is the request's connection (a Flow): back on it.
+        to = source if is_reliable(source) else response_address(request.top_via, source)
         # Stateless: a reply that cannot be sent leaves nothing to clean up.
         with contextlib.suppress(OSError, ValueError, OverflowError):
-            self.send(response.to_bytes(), response_address(request.top_via, source))
+            self.send(response.to_bytes(), to)
 
     def _remember(self, key: str, now: float) -> None:
         """Keep a refused INVITE's key while its caller may retransmit it (64*T1)."""

@@ -87,6 +87,7 @@ class ConnectionOwner(TypingProtocol):
     def _alias(self, addr: Addr, conn: SipStreamProtocol) -> None: ...
     def _forget(self, conn: SipStreamProtocol) -> None: ...
     def _deliver(self, conn: SipStreamProtocol, data: bytes) -> None: ...
+    def _answer(self, conn: SipStreamProtocol, data: bytes) -> None: ...
     def _framing_failed(self, conn: SipStreamProtocol, event: FramingError) -> None: ...
     def _describe_loss(self, conn: SipStreamProtocol, value: BaseException) -> TransportError: ...
     def _report(self, addr: Addr, error: TransportError) -> None: ...
@@ -239,6 +240,15 @@ class SipStreamProtocol(Protocol):
             )
         self._queue.append((data, on_error))
         self._queued_bytes += len(data)
+
+    def answer(self, data: bytes, addr: Addr) -> None:
+        """Send a response formed for a message that came on this connection, on it.
+
+        The shape of a :data:`~sipd.transport.receive.Reply`: ``addr`` (where
+        a datagram's answer would go) is ignored, since over a stream the
+        answer goes back on the connection (RFC 3261 §18.2.2).
+        """
+        self.owner._answer(self, data)
 
     def close(self, why: str, error: TransportError | None = None) -> None:
         """Close it ourselves; ``error``, if given, is reported as the connection's failure."""

@@ -21,8 +21,9 @@ stream adds is the connection:
   the reason.
 
 Each connection frames its bytes with :class:`~sipd.transport.stream.StreamFramer`
-and answers what does not parse like UDP does (a 400 on the same
-connection); a stream that can no longer be framed (no Content-Length, an
+and hands every message to the same :class:`~sipd.transport.receive.Receiver`
+as UDP, so what does not parse is answered as over UDP, on the same
+connection; a stream that can no longer be framed (no Content-Length, an
 endless header, a body over the limit) is answered when it was a request
 and closed. Connections idle for ``idle_timeout`` are closed, at most
 ``max_connections`` are open at once (newer inbound ones are closed at
@@ -47,9 +48,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from sipd.errors import SipdValueError, TransportError
 from sipd.logs import Logger
 from sipd.metrics import Metrics
-from sipd.sip.errors import BadRequest, SipParseError
+from sipd.sip.errors import BadRequest
 from sipd.sip.grammar import Params, get_param
-from sipd.sip.message import Request, Response, make_response, parse_message
 from sipd.sip.via import Via
 from sipd.transport.connection import (
     Addr,
@@ -62,7 +62,7 @@ from sipd.transport.connection import (
     show_address,
 )
 from sipd.transport.ratelimit import RateLimitedLog
-from sipd.transport.salvage import salvage_response
+from sipd.transport.receive import MessageHandler, Receiver, Screen
 from sipd.transport.stream import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES, FramingError
 from sipd.transport.tls import (
     TlsConfig,
@@ -71,7 +71,6 @@ from sipd.transport.tls import (
     load_credentials,
     server_options,
 )
-from sipd.transport.udp import check_headers, stamp_received
 
 __all__ = [
     "Addr",
@@ -88,7 +87,6 @@ __all__ = [
 ]
 
 StreamKind = Literal["tcp", "tls"]
-MessageHandler = Callable[[Request | Response, Addr], None]
 #: Told ``(addr, error)`` when a connection to or from ``addr`` fails or drops.
 ConnectionErrorHandler = Callable[[Addr, TransportError], None]
 
@@ -207,15 +205,14 @@ class StreamTransport:
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
         self.max_pending_bytes = max_pending_bytes
-        #: Sees each parsed message first; True: answered or absorbed there (as UDP).
-        self.screen: Callable[[Request | Response, Addr], bool] | None = None
-        self._handler: MessageHandler | None = None
         self._error_handler: ConnectionErrorHandler | None = None
         self._port: IListeningPort | None = None
         self._connections: dict[Addr, SipStreamProtocol] = {}
         self._open: set[SipStreamProtocol] = set()
         self._closed = False
         self._bad_input = RateLimitedLog(_log, self.clock)
+        #: Parses, screens, checks and hands up each framed message, as UDP's does.
+        self.receiver = Receiver(self.metrics, self._bad_input, _log, {"transport": kind})
         self.metrics.gauge(
             f"sipd_sip_{kind}_connections",
             f"SIP {self.name} connections open now",
@@ -228,9 +225,22 @@ class StreamTransport:
         """The token for our Via headers: "TCP" or "TLS"."""
         return self.name
 
+    @property
+    def screen(self) -> Screen | None:
+        """Sees each parsed message first; True: answered or absorbed there (as UDP).
+
+        The screen's answers go to the message's ``source``, which is the
+        connection's address, so they go back on that connection.
+        """
+        return self.receiver.screen
+
+    @screen.setter
+    def screen(self, screen: Screen | None) -> None:
+        self.receiver.screen = screen
+
     def set_handler(self, handler: MessageHandler) -> None:
         """Route parsed messages to ``handler(message, source)`` (source: the connection's peer)."""
-        self._handler = handler
+        self.receiver.handler = handler
 
     def set_error_handler(self, handler: ConnectionErrorHandler) -> None:
         """Hear ``(addr, error)`` whenever a connection to or from ``addr`` fails or drops.
@@ -457,66 +467,20 @@ class StreamTransport:
             self.metrics.inc("sipd_sip_requests_sent_total", method=method, transport=self.kind)
 
     def _deliver(self, conn: SipStreamProtocol, data: bytes) -> None:
-        """Parse one framed message and hand it up, as UDP does for a datagram."""
-        source = conn.peer
-        try:
-            message = parse_message(data)
-        except SipParseError as exc:
-            self._reject(conn, data, exc)
-            return
-        except Exception as exc:  # a parser bug must not take the reactor down
-            self.metrics.inc("sipd_sip_parse_errors_total", kind="internal", transport=self.kind)
-            self._bad_input.warn(
-                "SIP parser failed on data from {source}: {exc!r}", source=source, exc=exc
-            )
-            return
-        if self._handler is None:
-            return
-        try:
-            if self.screen is not None and self.screen(message, source):
-                return
-            check_headers(message)
-            if isinstance(message, Request):
-                self.metrics.inc(
-                    "sipd_sip_requests_received_total", method=message.method, transport=self.kind
-                )
-                stamp_received(message, source)
-            else:
-                self.metrics.inc(
-                    "sipd_sip_responses_received_total",
-                    status=str(message.status),
-                    transport=self.kind,
-                )
-            self._handler(message, source)
-        except SipParseError as exc:
-            if isinstance(message, Request) and message.method != "ACK":
-                self._reject(conn, data, exc)
-            else:
-                self._count_bad(exc, source)
-        except Exception:
-            self.metrics.inc("sipd_internal_errors_total")
-            _log.failure("error handling SIP message from {source}", source=source)
-            if isinstance(message, Request) and message.method != "ACK" and conn.alive:
-                conn.send(make_response(message, 500).to_bytes())
+        """Hand one framed message to the receiver; its error answers go on ``conn``."""
+        self.receiver.deliver(data, conn.peer, conn.answer)
 
-    def _count_bad(self, exc: SipParseError, source: Addr) -> None:
-        self.metrics.inc("sipd_sip_parse_errors_total", kind=str(exc.status), transport=self.kind)
-        self._bad_input.warn(
-            "bad SIP message from {source}: {reason}", source=source, reason=exc.reason
-        )
-
-    def _reject(self, conn: SipStreamProtocol, data: bytes, exc: SipParseError) -> None:
-        """Answer a request that does not parse on its own connection (never elsewhere)."""
-        self._count_bad(exc, conn.peer)
-        salvaged = salvage_response(data, exc, conn.peer)
-        if salvaged is not None and conn.alive:
-            conn.send(salvaged[0])
-            self._count_sent(salvaged[0])
+    def _answer(self, conn: SipStreamProtocol, data: bytes) -> None:
+        """Write a response the receiver formed on ``conn``, never anywhere else (§18.2.2)."""
+        if conn.alive:
+            conn.send(data)
+            self._count_sent(data)
 
     def _framing_failed(self, conn: SipStreamProtocol, event: FramingError) -> None:
         """The stream cannot be read on: answer the request if there is one, then close."""
+        error = BadRequest(event.reason, status=event.status)
         if event.head:
-            self._reject(conn, event.head, BadRequest(event.reason, status=event.status))
+            self.receiver.reject(event.head, error, conn.peer, conn.answer)
         else:
-            self._count_bad(BadRequest(event.reason, status=event.status), conn.peer)
+            self.receiver.count_bad(error, conn.peer)
         conn.close("framing")

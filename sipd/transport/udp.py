@@ -1,18 +1,20 @@
 """SIP over UDP: the one place where datagrams meet the sans-I/O core.
 
-:class:`SipDatagramProtocol` parses each datagram, stamps ``received`` and
-``rport`` on requests (RFC 3261 §18.2.1, RFC 3581 §4), and hands the message
-to the transaction layer. Nothing a remote party sends may raise into the
+:class:`SipDatagramProtocol` drops keep-alives and hands every other
+datagram to its :class:`~sipd.transport.receive.Receiver`, which parses it,
+stamps ``received`` and ``rport`` on requests (RFC 3261 §18.2.1, RFC 3581
+§4) and hands the message to the transaction layer, exactly as TCP and TLS
+do with a framed message. Nothing a remote party sends may raise into the
 reactor: a request that does not parse gets the error response its
-:class:`~sipd.sip.errors.SipParseError` names, when one can be formed;
-everything else is dropped, counted and logged at a bounded rate.
+:class:`~sipd.sip.errors.SipParseError` names, when one can be formed (sent
+to the packet's source); everything else is dropped, counted and logged at
+a bounded rate. ``stamp_received`` and ``check_headers`` live in
+:mod:`sipd.transport.receive` and are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
@@ -20,10 +22,16 @@ from twisted.internet.protocol import DatagramProtocol
 from sipd.logs import Logger
 from sipd.metrics import Metrics
 from sipd.send_errors import SEND_ERRORS, send_error
-from sipd.sip.errors import BadRequest, SipParseError
-from sipd.sip.message import Request, Response, make_response, parse_message
-from sipd.sip.validate import check_syntax
+from sipd.sip.errors import SipParseError
 from sipd.transport.ratelimit import RateLimitedLog
+from sipd.transport.receive import (
+    Addr,
+    MessageHandler,
+    Receiver,
+    Screen,
+    check_headers,
+    stamp_received,
+)
 from sipd.transport.salvage import salvage_response
 
 __all__ = [
@@ -34,52 +42,7 @@ __all__ = [
     "stamp_received",
 ]
 
-Addr = tuple[str, int]
-MessageHandler = Callable[[Request | Response, Addr], None]
-
 _log = Logger()
-
-
-def stamp_received(request: Request, source: Addr) -> None:
-    """Add ``received`` / fill ``rport`` on the top Via (RFC 3261 §18.2.1, RFC 3581).
-
-    ``received`` is added when the sent-by host differs from the packet's
-    source address, and always when the client asked for ``rport``.
-    """
-    via = request.top_via
-    host = via.host[1:-1] if via.host.startswith("[") else via.host
-    changed = via
-    rport = via.rport
-    if rport is True:
-        changed = changed.with_param("rport", str(source[1]))
-    if host != source[0] or rport is True:
-        changed = changed.with_param("received", source[0])
-    if changed is not via:
-        request.headers.pop_first_value("Via")
-        request.headers.prepend("Via", str(changed))
-
-
-def check_headers(message: Request | Response) -> None:
-    """Parse the headers every layer above reads; the error names the header.
-
-    The parser is lazy, so without this a broken From or To would only fail
-    deep in the transaction user: answered without saying which header was
-    wrong, and logged with a traceback per datagram instead of at a bounded
-    rate. Raises :class:`BadRequest` (or the original status) naming it.
-    """
-    name = "Via"
-    try:
-        message.top_via  # noqa: B018 - parsing is the point
-        name = "From"
-        message.from_  # noqa: B018
-        name = "To"
-        message.to  # noqa: B018
-        if isinstance(message, Request):
-            name = "Max-Forwards"
-            message.max_forwards  # noqa: B018
-    except SipParseError as exc:
-        raise BadRequest(f"bad {name} header: {exc}", status=exc.status) from None
-    check_syntax(message)  # nothing a reply would echo may be invalid SIP
 
 
 def error_response_bytes(
@@ -105,17 +68,27 @@ class SipDatagramProtocol(DatagramProtocol):
         metrics: Metrics | None = None,
         max_datagram: int = 65507,
     ) -> None:
-        self._handler: MessageHandler | None = None
-        #: Sees each parsed message first; True: answered or absorbed there
-        #: (overload control's stateless 503, :mod:`sipd.session.overload`).
-        self.screen: Callable[[Request | Response, Addr], bool] | None = None
         self.metrics = metrics or Metrics()
         self._bad_input = RateLimitedLog(_log, clock)
+        #: Parses, screens, checks and hands up each datagram (shared with TCP/TLS).
+        self.receiver = Receiver(self.metrics, self._bad_input, _log)
         self._max_datagram = max_datagram
+
+    @property
+    def screen(self) -> Screen | None:
+        """Sees each parsed message first; True: answered or absorbed there.
+
+        Overload control's stateless 503 (:mod:`sipd.session.overload`).
+        """
+        return self.receiver.screen
+
+    @screen.setter
+    def screen(self, screen: Screen | None) -> None:
+        self.receiver.screen = screen
 
     def set_handler(self, handler: MessageHandler) -> None:
         """Route parsed messages to ``handler`` (the transaction layer's receive)."""
-        self._handler = handler
+        self.receiver.handler = handler
 
     @property
     def local_address(self) -> Addr:
@@ -150,59 +123,9 @@ class SipDatagramProtocol(DatagramProtocol):
             self.metrics.inc("sipd_sip_requests_sent_total", method=method)
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
-        source: Addr = (addr[0], addr[1])
         if len(data) < 4 or data.strip(b"\r\n\x00 ") == b"":
             return  # keep-alive (RFC 5626 CRLF) or empty datagram
-        try:
-            message = parse_message(data)
-        except SipParseError as exc:
-            self._reject(data, exc, source)
-            return
-        except Exception as exc:  # a parser bug must not take the reactor down
-            self.metrics.inc("sipd_sip_parse_errors_total", kind="internal")
-            self._bad_input.warn(
-                "SIP parser failed on datagram from {source}: {exc!r}", source=source, exc=exc
-            )
-            return
-        if self._handler is None:
-            return
-        try:
-            if self.screen is not None and self.screen(message, source):
-                return
-            check_headers(message)
-            if isinstance(message, Request):
-                self.metrics.inc("sipd_sip_requests_received_total", method=message.method)
-                stamp_received(message, source)
-            else:
-                self.metrics.inc("sipd_sip_responses_received_total", status=str(message.status))
-            self._handler(message, source)
-        except SipParseError as exc:
-            # A header parsed lazily by a higher layer turned out malformed.
-            if isinstance(message, Request) and message.method != "ACK":
-                self._reject(data, exc, source)
-            else:
-                self._count_bad(exc, source)
-        except Exception:
-            self.metrics.inc("sipd_internal_errors_total")
-            _log.failure("error handling SIP message from {source}", source=source)
-            if isinstance(message, Request) and message.method != "ACK":
-                with contextlib.suppress(Exception):
-                    self.send(make_response(message, 500).to_bytes(), source)
-
-    def _count_bad(self, exc: SipParseError, source: Addr) -> None:
-        self.metrics.inc("sipd_sip_parse_errors_total", kind=str(exc.status))
-        self._bad_input.warn(
-            "bad SIP message from {source}: {reason}", source=source, reason=exc.reason
-        )
-
-    def _reject(self, data: bytes, exc: SipParseError, source: Addr) -> None:
-        self._count_bad(exc, source)
-        salvaged = error_response_bytes(data, exc, source)
-        if salvaged is None:
-            return
-        raw, via_addr = salvaged
-        with contextlib.suppress(OSError, ValueError):
-            self.send(raw, via_addr or source)
+        self.receiver.deliver(data, (addr[0], addr[1]), self.send)
 
 
 def _normalise(addr: Addr) -> Addr:
