@@ -1,9 +1,10 @@
 """sipd and sipp over TCP (RFC 3261 §18; issue 12): sipp calls sipd and sipd calls sipp.
 
 sipp runs its built-in ``uac``/``uas`` scenarios with ``-t t1`` (one TCP
-connection); sipd's peer listens on TCP at its SIP port and sends its own
-requests over TCP. sipp's exit status says whether every call followed the
-scenario.
+connection for every call) and, calling sipd, ``-t tn`` (a connection per
+call, which sipd must take and free one by one); sipd's peer listens on
+TCP at its SIP port and sends its own requests over TCP. sipp's exit status
+says whether every call followed the scenario.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ pytestmark = pytest.mark.interop
 CALLS = 20
 
 
+@pytest.mark.parametrize("mode", ["t1", "tn"])
 @pytest_twisted.ensureDeferred
-async def test_sipp_calls_sipd_over_tcp(peers: PeerFactory, sipp: SippFactory) -> None:
+async def test_sipp_calls_sipd_over_tcp(peers: PeerFactory, sipp: SippFactory, mode: str) -> None:
     bob = await peers("bob", t1=0.5, t2=4.0, transport="tcp")
     answered: list[Call] = []
 
@@ -40,7 +42,8 @@ async def test_sipp_calls_sipd_over_tcp(peers: PeerFactory, sipp: SippFactory) -
         rate=20,
         limit=10,
         timeout=20,
-        extra=["-t", "t1"],
+        # tn: sipp wants its socket limit below the open-file limit.
+        extra=["-t", mode, *(["-max_socket", "100"] if mode == "tn" else [])],
     )
     code = await run.wait(25)
     assert code == 0, f"sipp reported failed calls\n{run.report()}"
@@ -53,7 +56,10 @@ async def test_sipp_calls_sipd_over_tcp(peers: PeerFactory, sipp: SippFactory) -
     opened = stream.metrics.get(
         "sipd_sip_connections_opened_total", transport="tcp", direction="in"
     )
-    assert opened >= 1
+    # t1: one connection (maybe a second after a reconnect); tn: one per call.
+    assert opened >= CALLS if mode == "tn" else 1 <= opened <= 2
+    if mode == "tn":  # sipp closes each call's connection: sipd frees every one
+        assert await eventually(lambda: stream.connection_count <= 1, 10), stream.connection_count
 
 
 @pytest_twisted.ensureDeferred
