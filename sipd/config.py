@@ -98,6 +98,12 @@ class SipdConfig:
     #: Register at this registrar on start (``sip:host:port``); calls to plain
     #: numbers and to users at its domain then go through it.
     registrar: str | None = None
+    #: DNS servers that locate host names in call targets, the outbound proxy and
+    #: the registrar (RFC 3263, docs/dns.md): "10.0.0.53", "10.0.0.53:5353" or
+    #: "[::1]:5353". None uses the system's (/etc/resolv.conf).
+    dns_servers: list[str] | None = None
+    #: Seconds to wait for each DNS answer, per server (None: 1 s, then 3 s).
+    dns_timeout: float | None = None
     #: Digest credentials for the registrar and for challenged INVITE/BYE.
     username: str | None = None
     password: str | None = None
@@ -187,6 +193,7 @@ class SipdConfig:
                     parse_uri(value if ":" in value.split("@")[0] else f"sip:{value}")
                 except SipParseError as exc:
                     raise ConfigError(f"{key}: {value!r} is not a SIP URI ({exc})") from None
+        self._validate_dns()
         if not isinstance(self.follow_redirects, int) or not 0 <= self.follow_redirects <= 20:
             raise ConfigError(f"follow_redirects: {self.follow_redirects!r} must be 0-20 hops")
         if not isinstance(self.register_expires, int) or self.register_expires < 1:
@@ -205,6 +212,27 @@ class SipdConfig:
         self._validate_overload()
         if not 300 <= self.defer_status <= 699:
             raise ConfigError(f"defer_status: {self.defer_status} must be a final status 300-699")
+
+    def _validate_dns(self) -> None:
+        servers = self.dns_servers
+        if servers is not None:
+            if isinstance(servers, str) or not isinstance(servers, list | tuple) or not servers:
+                raise ConfigError(
+                    f"dns_servers: {servers!r} must be a list such as ['10.0.0.53', "
+                    "'127.0.0.1:5353'], or None for the system's resolvers"
+                )
+            from sipd.dns.resolver import parse_nameserver
+
+            for server in servers:
+                try:
+                    parse_nameserver(str(server))
+                except ConfigError as exc:
+                    raise ConfigError(f"dns_servers: {exc}") from None
+        timeout = self.dns_timeout
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise ConfigError(f"dns_timeout: {timeout!r} must be a positive number of seconds")
 
     def _validate_overload(self) -> None:
         for key in (

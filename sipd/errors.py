@@ -16,6 +16,7 @@ __all__ = [
     "CallRejected",
     "CallStateError",
     "CallTimeout",
+    "CallTransportError",
     "ConfigError",
     "MediaValueError",
     "RegistrationError",
@@ -156,6 +157,13 @@ class CallTimeout(CallError):
 
 class CallFailed(CallError):
     """The call broke for another reason (no common codec, missing ACK, transport)."""
+
+
+class CallTransportError(CallFailed, TransportError):
+    """The call failed because SIP could not be carried to the peer: a TLS certificate
+    that is not trusted or names another host, a refused or lost connection, every
+    DNS target down. Both a :class:`CallFailed` and a :class:`TransportError`; the
+    message names the peer and the reason."""
 
 
 class CallStateError(CallError):

@@ -32,6 +32,10 @@ class CertFiles:
     server_key: Path
     wrong_name_cert: Path
     wrong_name_key: Path
+    #: For the SIP domain example.test only (no address): what a server located by
+    #: DNS for sips:...@example.test must present (RFC 5922 §4.2).
+    domain_cert: Path
+    domain_key: Path
     self_signed_cert: Path
     self_signed_key: Path
     client_cert: Path
@@ -146,6 +150,12 @@ def make_certs(directory: Path) -> CertFiles:
     out["wrong_name_cert"], out["wrong_name_key"] = _pair(
         _write(directory, "wrong-name", cert, key)
     )
+
+    key = _key()
+    cert = _certificate(
+        "example.test", key, issuer, dns=("example.test",), usage=ExtendedKeyUsageOID.SERVER_AUTH
+    )
+    out["domain_cert"], out["domain_key"] = _pair(_write(directory, "domain", cert, key))
 
     key = _key()
     cert = _certificate(

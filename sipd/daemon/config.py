@@ -434,6 +434,8 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
             "send_ringing": put("send_ringing", "bool"),
             "transports": lambda node, key: streams.append(node),
             "tcp_idle_timeout": put("tcp_idle_timeout", "float"),
+            "dns_servers": put("dns_servers", "list"),
+            "dns_timeout": put("dns_timeout", "float"),
         },
     )
     each(

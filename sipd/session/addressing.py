@@ -7,18 +7,29 @@ kept apart so that it only creates sessions and routes events.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 
-from sipd.errors import CallStateError
+from sipd.config import SipdConfig
+from sipd.errors import CallFailed, CallStateError
+from sipd.logs import Logger
 from sipd.sip.uri import Uri, parse_uri
 
 __all__ = [
+    "WILDCARDS",
+    "ip_address_of",
+    "learn_local_host",
     "local_address_towards",
     "release_memory",
     "sip_uri",
     "target_uri",
     "widen_receive_buffer",
 ]
+
+_log = Logger()
+
+#: Bind addresses that are no address to advertise.
+WILDCARDS = ("0.0.0.0", "", "::")
 
 #: Bytes of kernel receive buffer asked for on the SIP socket (see widen_receive_buffer).
 _SIP_RECEIVE_BUFFER = 4 * 1024 * 1024
@@ -33,6 +44,43 @@ def local_address_towards(towards: str) -> str | None:
             return str(probe.getsockname()[0])
     except OSError:
         return None
+
+
+def learn_local_host(config: SipdConfig, towards: str) -> None:
+    """Bound to a wildcard address: find the address we are reached at.
+
+    Asks the OS which local address routes to ``towards`` (a UDP
+    ``connect`` sends nothing) and uses it in Contact, Via and SDP from
+    then on, so a peer never sees 0.0.0.0 or a loopback address it cannot
+    reach. Done once; ``advertised_host`` in the config wins.
+    """
+    if config.advertised_host or config.host not in WILDCARDS:
+        return
+    local = local_address_towards(towards)
+    if local is None:
+        return
+    config.advertised_host = local
+    _log.info("reachable at {host} (route towards {towards})", host=local, towards=towards)
+
+
+def ip_address_of(host: str) -> str | None:
+    """``host`` as an IP address when it is one (or ``localhost``); None for a host name.
+
+    Raises :class:`~sipd.errors.CallFailed` for what looks like an address
+    but is none (``999.999.999.999``, a bracketed non-IPv6): no DNS query
+    for it. Never blocks: names are for RFC 3263 (:mod:`sipd.session.target_set`).
+    """
+    bare = host[1:-1] if host.startswith("[") else host
+    try:
+        ipaddress.ip_address(bare)
+        return bare
+    except ValueError:
+        pass
+    if bare.lower() == "localhost":
+        return "127.0.0.1"
+    if bare.replace(".", "").isdigit() or host.startswith("["):
+        raise CallFailed(f"cannot resolve host {host!r}: not an IP address; use a valid one")
+    return None
 
 
 def target_uri(target: str, registrar: Uri | None) -> Uri:

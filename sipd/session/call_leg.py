@@ -14,8 +14,6 @@ ways makes each of the adapter's RFC checks read as a state test.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
@@ -23,6 +21,7 @@ from enum import Enum
 from twisted.internet.interfaces import IDelayedCall
 
 from sipd.errors import CallFailed
+from sipd.session.addressing import ip_address_of
 from sipd.sip.dialog import Dialog, DialogRole
 from sipd.sip.message import Request
 from sipd.sip.transaction import Addr, ClientTransaction, ServerTransaction
@@ -167,23 +166,16 @@ class CallLeg:
 
 
 def resolve_host(host: str) -> str:
-    """An IP address for ``host`` (IP literals as is; names via the system resolver).
+    """An IP address for ``host``: IP literals as they are, ``localhost`` as 127.0.0.1.
 
-    Name lookup blocks; sipd is meant for IP-addressed peers and proxies, and
-    RFC 3263 (NAPTR/SRV) is not implemented.
+    Never blocks: a host name raises :class:`~sipd.errors.CallFailed`, since
+    names are located by RFC 3263 (NAPTR, SRV, A/AAAA) without blocking the
+    reactor, through :meth:`sipd.session.dialog_core.DialogCore.resolve`.
     """
-    bare = host[1:-1] if host.startswith("[") else host
-    try:
-        ipaddress.ip_address(bare)
-        return bare
-    except ValueError:
-        pass
-    if bare == "localhost":
-        return "127.0.0.1"
-    if bare.replace(".", "").isdigit() or host.startswith("["):
-        # Looks like an address but is none (999.999.999.999): no DNS query for it.
-        raise CallFailed(f"cannot resolve host {host!r}: not an IP address; use a valid one")
-    try:
-        return socket.gethostbyname(bare)
-    except (OSError, ValueError, TypeError) as exc:  # NUL: TypeError; long label: UnicodeError
-        raise CallFailed(f"cannot resolve host {host!r}: {exc}; use an IP address") from exc
+    address = ip_address_of(host)
+    if address is None:
+        raise CallFailed(
+            f"cannot resolve host {host!r} here: host names are located by RFC 3263 "
+            "(DialogCore.resolve) so that nothing blocks"
+        )
+    return address

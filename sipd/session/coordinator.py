@@ -18,6 +18,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUDP
 
 from sipd.config import SipdConfig
+from sipd.dns.resolver import DEFAULT_TIMEOUT, Rfc3263Resolver
 from sipd.errors import (
     CallCancelled,
     CallError,
@@ -25,6 +26,7 @@ from sipd.errors import (
     CallStateError,
     CallTimeout,
     ConfigError,
+    TransportError,
 )
 from sipd.logs import Logger
 from sipd.media.ports import PortsExhausted
@@ -32,7 +34,8 @@ from sipd.metrics import Metrics
 from sipd.sdp.crypto import SrtpPolicy
 from sipd.session import events as ev
 from sipd.session.addressing import (
-    local_address_towards,
+    WILDCARDS,
+    learn_local_host,
     release_memory,
     sip_uri,
     target_uri,
@@ -60,7 +63,7 @@ from sipd.session.transports import Transports
 from sipd.sip.address import NameAddr
 from sipd.sip.auth import DigestClient
 from sipd.sip.message import Request
-from sipd.sip.transaction import TimerConfig, TransactionLayer
+from sipd.sip.transaction import Route, TimerConfig, TransactionLayer
 from sipd.sip.uri import Uri, parse_uri
 from sipd.transport.backlog import receive_backlog
 from sipd.transport.udp import SipDatagramProtocol
@@ -68,8 +71,6 @@ from sipd.transport.udp import SipDatagramProtocol
 __all__ = ["UnifiedCoordinator"]
 
 _log = Logger()
-#: Bytes of kernel receive buffer asked for on the SIP socket (see _widen_receive_buffer).
-_SIP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 class UnifiedCoordinator:
@@ -103,6 +104,12 @@ class UnifiedCoordinator:
         #: UDP plus the configured stream transport (TCP/TLS), behind one send.
         self.transports = Transports(self.transport)
         self.dialogs = DialogAdapter(config, self.clock, self.transports.send, self.metrics)
+        #: Locates host names by RFC 3263 for calls, proxy and registrar (docs/dns.md).
+        self.resolver = Rfc3263Resolver(
+            config.dns_servers, timeout=config.dns_timeout or DEFAULT_TIMEOUT, reactor=reactor
+        )
+        self.dialogs.resolver = self.resolver
+        self.dialogs.port_for = self.transports.port_for
         self.interceptor = SignalingInterceptor(
             handler or AcceptAllHandler(),
             self.clock,
@@ -220,26 +227,18 @@ class UnifiedCoordinator:
         return registration.start()
 
     def learn_local_host(self, towards: str) -> None:
-        """Bound to a wildcard address: find the address we are reached at.
-
-        Asks the OS which local address routes to ``towards`` (a UDP
-        ``connect`` sends nothing) and uses it in Contact, Via and SDP from
-        then on, so a peer never sees 0.0.0.0 or a loopback address it cannot
-        reach. Done once; ``advertised_host`` in the config wins.
-        """
-        config = self.config
-        if config.advertised_host or config.host not in ("0.0.0.0", "", "::"):
-            return
-        local = local_address_towards(towards)
-        if local is None:
-            return
-        config.advertised_host = local
-        _log.info("reachable at {host} (route towards {towards})", host=local, towards=towards)
+        """Bound to a wildcard address: advertise the local address routed to ``towards``."""
+        learn_local_host(self.config, towards)
 
     def _learn_towards(self, uri: Uri) -> None:
-        if self.config.advertised_host is None:
-            with contextlib.suppress(CallError):
-                self.learn_local_host(self.dialogs.resolve(uri)[0])
+        if self.config.advertised_host is not None or self.config.host not in WILDCARDS:
+            return
+        with contextlib.suppress(CallError):
+            dest = self.dialogs.resolve(uri)
+            if not isinstance(dest, Route):
+                self.learn_local_host(dest[0])
+                return
+            dest.when_located(lambda: self.learn_local_host((dest.target or dest)[0]))
 
     def route_for(self, target: Uri) -> Uri | None:
         """The proxy an outgoing INVITE to ``target`` goes through, if any.
@@ -379,6 +378,7 @@ class UnifiedCoordinator:
                 # Past the grace time: forget what did not end by itself.
                 session.post(ev.ByeCompleted(None))
             self.dialogs.close()
+            self.resolver.close()
             self.media.close()
             if self.layer is not None:
                 self.layer.close()
@@ -415,13 +415,19 @@ class UnifiedCoordinator:
             raise CallStateError(
                 f"cannot call {target!r} directly: tel URIs need a proxy (not configured)"
             )
+        proxy = self.route_for(uri)
+        if self.dialogs.transport_for(proxy or uri) == "tls" and self.config.tls is None:
+            raise TransportError(
+                f"cannot call {uri}: it needs TLS (sips: or ;transport=tls); pass "
+                "tls=TlsConfig(ca_certificates=...) to SimplePeer.create"
+            )
         rtp = self.media.allocate()  # PortsExhausted: refused before any session exists
         session = self._new_session(
             Role.UAC, remote_uri=str(uri), local_uri=self.uri, target=uri, rtp=rtp
         )
         session.extra_headers = list(headers or ())
         session.srtp_policy = srtp or self.config.srtp
-        session.proxy = self.route_for(uri)
+        session.proxy = proxy
         self._learn_towards(session.proxy or uri)
         self.store.add(session)
         self.metrics.inc("sipd_calls_started_total", direction="outgoing")

@@ -54,6 +54,7 @@ from sipd.sip.transaction import (
     ServerTransaction,
     make_cancel,
     new_branch,
+    transport_of,
 )
 from sipd.sip.uri import Uri
 
@@ -173,7 +174,7 @@ class DialogAdapter(InDialogRequests):
                 self._invite_response(leg, response) if leg.invite is request else None
             ),
             lambda: self._invite_timeout(leg, 408, "Request Timeout"),
-            lambda error: self._invite_timeout(leg, 503, f"Transport Error: {error}"),
+            lambda error: self._invite_timeout(leg, 503, f"Transport Error: {error}", True),
         )
 
     def _invite_response(self, leg: CallLeg, response: Response) -> None:
@@ -197,7 +198,7 @@ class DialogAdapter(InDialogRequests):
                 self._send_cancel(leg)
             return
         if response.to.tag and leg.dialog is None and response.contacts:
-            leg.dialog = Dialog.from_uac(leg.invite, response, self.contact)
+            leg.dialog = self._uac_dialog(leg, response)
         if leg.state is LegState.CANCEL_PENDING:
             self._send_cancel(leg)
         self._emit(leg, ev.Provisional(response))
@@ -217,7 +218,7 @@ class DialogAdapter(InDialogRequests):
                 self._ack_and_bye_fork(leg, response)
             return
         if leg.dialog is None or leg.dialog.id.remote_tag != to_tag:
-            leg.dialog = Dialog.from_uac(leg.invite, response, self.contact)
+            leg.dialog = self._uac_dialog(leg, response)
         else:
             leg.dialog.update_from_uac_response(response)
         leg.dialog.state = DialogState.CONFIRMED
@@ -250,19 +251,33 @@ class DialogAdapter(InDialogRequests):
         leg.settle(response.status)
         self._emit(leg, ev.Rejected(response.status, response.reason, response))
 
-    def _ack_and_bye_fork(self, leg: CallLeg, response: Response) -> None:
+    def _uac_dialog(self, leg: CallLeg, response: Response) -> Dialog:
+        """The dialog ``response`` creates, set up over the transport our INVITE took."""
         dialog = Dialog.from_uac(leg.invite, response, self.contact)
+        if leg.client_txn is not None:
+            dialog.transport = transport_of(leg.client_txn.dest)
+        return dialog
+
+    def _uas_contact(self, leg: CallLeg) -> str:
+        """Our Contact for answers to ``leg``'s INVITE: for the transport it came over, so
+        the caller's ACK and BYE come back over a transport it speaks (RFC 3261 §12.1.1)."""
+        return self.contact_for(transport_of(leg.source), secure=leg.invite.uri.scheme == "sips")
+
+    def _ack_and_bye_fork(self, leg: CallLeg, response: Response) -> None:
+        dialog = self._uac_dialog(leg, response)
         ack = dialog.create_request("ACK", self._via(), cseq=leg.invite.cseq.number)
         dest = self._next_hop_addr(dialog)
         self._send_raw(ack.to_bytes(), dest)
         bye = dialog.create_request("BYE", self._via())
         self._layer.send_request(bye, dest, lambda r: None, lambda: None, lambda e: None)
 
-    def _invite_timeout(self, leg: CallLeg, status: int, reason: str) -> None:
+    def _invite_timeout(
+        self, leg: CallLeg, status: int, reason: str, transport_error: bool = False
+    ) -> None:
         """Timer B fired or the INVITE could not be sent: ``InviteTimeout``."""
         if leg.state.unanswered:
             leg.settle(status)
-            self._emit(leg, ev.InviteTimeout(status, reason))
+            self._emit(leg, ev.InviteTimeout(status, reason, transport_error))
 
     def send_ack(self, leg: CallLeg) -> None:
         """Send the ACK for the 2xx (built when the 2xx arrived)."""
@@ -300,7 +315,11 @@ class DialogAdapter(InDialogRequests):
         if txn is None or txn.state is not ServerState.PROCEEDING:
             return
         self._respond(
-            txn, leg.invite, status, to_tag=leg.local_tag, headers=[("Contact", self.contact)]
+            txn,
+            leg.invite,
+            status,
+            to_tag=leg.local_tag,
+            headers=[("Contact", self._uas_contact(leg))],
         )
 
     def answer(self, leg: CallLeg, sdp: bytes, extra: list[tuple[str, str]] | None = None) -> None:
@@ -312,7 +331,8 @@ class DialogAdapter(InDialogRequests):
         if txn is None or txn.state is not ServerState.PROCEEDING:
             raise CallFailed(f"call {leg.call_id} can no longer be answered")
         invite = leg.invite
-        headers = [("Contact", self.contact), *(extra or ())]
+        contact = self._uas_contact(leg)
+        headers = [("Contact", contact), *(extra or ())]
         headers += [("Record-Route", rr) for rr in invite.headers.get_all("Record-Route")]
         headers += self._common_headers()
         response = self._response(
@@ -323,7 +343,8 @@ class DialogAdapter(InDialogRequests):
             body=sdp,
             content_type="application/sdp",
         )
-        leg.dialog = Dialog.from_uas(invite, leg.local_tag, self.contact, confirmed=True)
+        leg.dialog = Dialog.from_uas(invite, leg.local_tag, contact, confirmed=True)
+        leg.dialog.transport = transport_of(leg.source)
         leg.settle(200)
         self._forget_pending(leg)
         txn.respond(response)

@@ -10,7 +10,7 @@ built, in-dialog requests with digest retries, and the retransmission of a
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import secrets
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -18,21 +18,33 @@ from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
-from sipd.config import SipdConfig
+from sipd.config import TRANSPORTS, SipdConfig
+from sipd.dns.records import Transport
+from sipd.dns.resolver import Rfc3263Resolver
 from sipd.errors import CallFailed
 from sipd.logs import Logger
 from sipd.metrics import Metrics
 from sipd.send_errors import SEND_ERRORS, is_transient
-from sipd.session.call_leg import CallLeg, resolve_host
+from sipd.session.addressing import ip_address_of
+from sipd.session.call_leg import CallLeg
 from sipd.session.events import AckTimeout, CallEvent
 from sipd.session.request_checks import SUPPORTED_OPTIONS
+from sipd.session.target_set import TargetSet
 from sipd.sip.address import NameAddr
 from sipd.sip.auth import DigestClient
 from sipd.sip.dialog import Dialog
 from sipd.sip.errors import SipParseError
 from sipd.sip.headers import Headers
 from sipd.sip.message import Request, Response, make_response
-from sipd.sip.transaction import Addr, Flow, ServerTransaction, TransactionLayer, new_branch
+from sipd.sip.transaction import (
+    Addr,
+    Flow,
+    Route,
+    ServerTransaction,
+    TransactionLayer,
+    new_branch,
+    transport_of,
+)
 from sipd.sip.uri import Uri
 from sipd.transport.ratelimit import RateLimitedLog
 
@@ -93,6 +105,11 @@ class DialogCore:
         self.auth: DigestClient | None = None
         #: Send failures are remote input (a peer's bad address): bounded logging.
         self._send_warnings = RateLimitedLog(_log, clock)
+        #: Locates host names (RFC 3263); set by the coordinator. Without one a
+        #: name is sent to as it is, which fails like any unusable address.
+        self.resolver: Rfc3263Resolver | None = None
+        #: The port each transport listens on (the coordinator's Transports.port_for).
+        self.port_for: Callable[[str], int | None] | None = None
 
     # -- plumbing ---------------------------------------------------------------
     def attach(self, layer: TransactionLayer, sink: DialogEventSink, local_port: int) -> None:
@@ -100,6 +117,8 @@ class DialogCore:
         self.layer = layer
         self.sink = sink
         self.local_port = local_port
+        # Each request's Via and Contact name the transport it really takes.
+        layer.retransport = self._retransport
 
     @property
     def _layer(self) -> TransactionLayer:
@@ -159,43 +178,131 @@ class DialogCore:
         """The Contact header value for our requests and responses."""
         return f"<{self.local_uri()}>"
 
-    def resolve(self, uri: Uri) -> Addr:
-        """Where to send a request for ``uri``: its maddr or host, and port.
+    def resolve(self, uri: Uri, default: str | None = None) -> Addr:
+        """Where to send a request for ``uri``: its maddr or host, port and transport.
 
-        A :class:`~sipd.sip.transaction.Flow` when the request goes over TCP or
-        TLS (our configured transport, :meth:`transport_for`).
+        An IP literal (or ``localhost``) is an address at once: a plain
+        tuple for default UDP, a :class:`~sipd.sip.transaction.Flow` when
+        the transport is TCP, TLS or named by the URI (:meth:`transport_for`).
+        A host name gives a :class:`~sipd.session.target_set.TargetSet` that
+        locates it by RFC 3263 without blocking; the transaction layer waits
+        for it and fails over between its targets. Raises
+        :class:`~sipd.errors.CallFailed` for what looks like an IP address
+        but is none, or a transport sipd does not speak.
         """
         host = uri.param("maddr") or uri.host
-        return self._over(uri, (resolve_host(host), uri.default_port))
+        transport = self.transport_for(uri, default)
+        address = ip_address_of(host)
+        if address is None:
+            return self._route(uri)
+        port = uri.port or (5061 if transport == "tls" else 5060)
+        return self._over(uri, (address, port), transport)
 
-    def _over(self, uri: Uri, addr: Addr) -> Addr:
-        """``addr`` as the transport for ``uri`` (see :meth:`resolve`) carries it."""
-        transport = self.transport_for(uri)
-        return addr if transport == "udp" else Flow(addr[0], addr[1], transport)
+    def _route(self, uri: Uri) -> Addr:
+        resolver = self.resolver
+        if resolver is None:
+            return (uri.param("maddr") or uri.host, uri.default_port)
+        return TargetSet(uri, resolver, supported=self.supported_transports(uri))
 
-    def transport_for(self, uri: Uri) -> str:
-        """The transport a request to ``uri`` takes: the UA's configured one.
+    def supported_transports(self, uri: Uri) -> tuple[Transport, ...]:
+        """What RFC 3263 may pick for ``uri``: our transport first, TLS only with settings."""
+        if uri.scheme == "sips":
+            return (Transport.TLS,)
+        order = [self.config.transport, "udp", "tcp"]
+        if self.config.tls is not None:
+            order.append("tls")
+        return tuple(Transport(t) for t in dict.fromkeys(order))
 
-        Every request of ours goes over one transport, the one our Via and
-        Contact name; a URI's ``;transport=`` or ``sips:`` choosing another
-        per call is not supported yet (docs/transports.md).
+    def _over(self, uri: Uri, addr: Addr, transport: str) -> Addr:
+        """``addr`` as ``transport`` carries it (see :meth:`resolve`)."""
+        if transport == "udp" and uri.param("transport") is None:
+            return addr  # default UDP: §18.1.1 may still move a large request to TCP
+        return Flow(addr[0], addr[1], transport)
+
+    def transport_for(self, uri: Uri, default: str | None = None) -> str:
+        """The transport a request to ``uri`` takes when its host is an address.
+
+        ``sips:`` means TLS (RFC 3261 §26.2.1), a ``;transport=`` parameter
+        names it, and otherwise ``default`` (an in-dialog request: the transport
+        the dialog was set up over) or the UA's configured transport is used. A
+        host name leaves the choice to RFC 3263 (NAPTR, SRV), within these.
         """
-        return self.config.transport
+        if uri.scheme == "sips":
+            return "tls"
+        param = uri.param("transport")
+        if param is None:
+            return default or self.config.transport
+        transport = param.lower()
+        if transport not in TRANSPORTS:
+            raise CallFailed(
+                f"cannot send to {uri}: transport={param} is not supported; use udp, tcp or tls"
+            )
+        return transport
 
     def _next_hop_addr(self, dialog: Dialog) -> Addr:
         """Where an in-dialog request goes: the first route, else the remote target.
 
-        Never raises: the peer wrote this address, and a host that does not
-        resolve (``999.999.999.999``) is returned as it is, so sending to it
-        fails like any unusable address, through the transport-error path
-        that ends that one request (a BYE then completes with 503 at once).
+        Its transport follows that URI (a peer's Contact with ``;transport=tcp``
+        means TCP) and a host name is located like any other (RFC 3263, first
+        target, failing over). Never raises: the peer wrote this address, and
+        one that is unusable (``999.999.999.999``) is returned as it is, so
+        sending to it fails like any unusable address, through the
+        transport-error path that ends that one request (a BYE then
+        completes with 503 at once).
         """
         hop = dialog.next_hop()
-        maddr = hop.param("maddr")
-        host = maddr or hop.host
-        with contextlib.suppress(CallFailed):
-            host = resolve_host(host)
-        return self._over(hop, (host, hop.default_port))
+        try:
+            return self.resolve(hop, default=dialog.transport)
+        except CallFailed:
+            return (hop.param("maddr") or hop.host, hop.default_port)
+
+    def _port_of(self, transport: str) -> int:
+        """Our port for ``transport``: the advertised one for the UA's own transport."""
+        if transport != self.config.transport and self.port_for is not None:
+            port = self.port_for(transport)
+            if port is not None:
+                return port
+        return self.advertised_port
+
+    def contact_for(self, transport: str, *, secure: bool = False) -> str:
+        """Our Contact for a request sent over ``transport`` (``secure``: to a sips URI).
+
+        A sips request gets a ``sips:`` Contact (RFC 3261 §8.1.1.8; RFC 5630
+        rather than ``transport=tls``); otherwise the transport is a parameter
+        unless it is UDP.
+        """
+        if transport == self.config.transport and not secure:
+            return self.contact
+        host = self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        scheme = "sips" if secure else "sip"
+        uri = Uri(scheme=scheme, host=host, user=self.config.name, port=self._port_of(transport))
+        if not secure and transport != "udp":
+            uri = uri.with_param("transport", transport)
+        return f"<{uri}>"
+
+    def _retransport(self, request: Request, transport: str, contact: bool) -> Request:
+        """``request`` as sent over ``transport``: its top Via and (if ``contact``) our Contact.
+
+        The transaction layer calls this when a request's transport is not the
+        one its Via names: a per-call ``;transport=``/``sips:``, what RFC 3263
+        picked, or TCP for a request too large for UDP (RFC 3261 §18.1.1,
+        where only the Via changes and the dialog keeps its Contact).
+        """
+        via = request.top_via
+        sent = dataclasses.replace(via, transport=transport.upper(), port=self._port_of(transport))
+        headers = request.headers.copy()
+        headers.pop_first_value("Via")
+        headers.prepend("Via", str(sent))
+        mine = self.contact
+        if contact and mine in headers.get_all("Contact"):
+            # Only our own Contact changes (a REGISTER may carry an old one with expires=0).
+            ours = self.contact_for(transport, secure=request.uri.scheme == "sips")
+            headers = Headers(
+                [(n, ours if n == "Contact" and v == mine else v) for n, v in headers]
+            )
+        return Request(request.method, request.uri, headers, request.body)
 
     def _via(self) -> str:
         token = self.config.transport.upper()
@@ -220,11 +327,22 @@ class DialogCore:
         Returns what the send raised (logged at a bounded rate), None once sent.
         """
         try:
-            self._send(data, dest)
+            self._send(self._ack_via(data, dest), dest)
         except SEND_ERRORS as exc:
             self._send_warnings.warn("could not send to {dest}: {error}", dest=dest, error=exc)
             return exc.with_traceback(None)  # no cycle through this frame
         return None
+
+    def _ack_via(self, data: bytes, dest: Addr) -> bytes:
+        """An ACK for a 2xx whose Via names our transport, as ``dest``'s transport carries it."""
+        if isinstance(dest, Route):
+            dest = dest.target or dest
+        transport = transport_of(dest)
+        if transport == self.config.transport or not data.startswith(b"ACK "):
+            return data
+        ours = f"Via: SIP/2.0/{self.config.transport.upper()} ".encode()
+        wanted = f"Via: SIP/2.0/{transport.upper()} ".encode()
+        return data.replace(ours, wanted, 1)
 
     def _response(
         self,

@@ -176,10 +176,15 @@ class Rejected(CallEvent):
 
 @dataclass(frozen=True, slots=True)
 class InviteTimeout(CallEvent):
-    """Our INVITE got no final response (Timer B) or could not be sent."""
+    """Our INVITE got no final response (Timer B) or could not be sent.
+
+    ``transport_error``: the transport failed (TLS verification, a refused or
+    lost connection, every DNS target down), not the peer's silence.
+    """
 
     status: int = 408
     reason: str = "Request Timeout"
+    transport_error: bool = False
 
 
 @dataclass(frozen=True, slots=True)

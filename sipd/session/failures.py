@@ -13,14 +13,22 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from sipd.errors import CallCancelled, CallError, CallFailed, CallRejected, CallTimeout
+from sipd.errors import (
+    CallCancelled,
+    CallError,
+    CallFailed,
+    CallRejected,
+    CallTimeout,
+    CallTransportError,
+)
 from sipd.session.table_model import ErrorSpec
 
 __all__ = ["ERROR_TYPES", "build_error", "event_fields"]
 
 #: The error classes a table's ``error.type`` may name.
 ERROR_TYPES: dict[str, type[CallError]] = {
-    cls.__name__: cls for cls in (CallFailed, CallRejected, CallCancelled, CallTimeout)
+    cls.__name__: cls
+    for cls in (CallFailed, CallRejected, CallCancelled, CallTimeout, CallTransportError)
 }
 
 

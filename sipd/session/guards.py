@@ -147,6 +147,10 @@ def _timed_out(s: UnifiedSession, event: ev.InviteTimeout) -> bool:
     return event.status == 408
 
 
+def _transport_broke(s: UnifiedSession, event: ev.InviteTimeout) -> bool:
+    return event.transport_error
+
+
 def _reoffer_acceptable(s: UnifiedSession, event: ev.RemoteReinvite) -> bool:
     return isinstance(reoffer_answer(s, event), Answered)
 
@@ -181,6 +185,7 @@ GUARDS: dict[str, Callable[[UnifiedSession, Any], bool]] = {
     "RedirectAllowed": _redirect_allowed,
     "RequestTerminated": _request_terminated,
     "TimedOut": _timed_out,
+    "TransportBroke": _transport_broke,
     "ReofferAcceptable": _reoffer_acceptable,
     "OfferIsHold": _offer_is_hold,
     "TransferAllowed": _transfer_allowed,

@@ -65,7 +65,7 @@ from sipd.config import SipdConfig
 from sipd.logs import Logger
 from sipd.metrics import Metrics
 from sipd.sip.message import Request, Response, make_response
-from sipd.sip.transaction_base import is_reliable
+from sipd.sip.transaction_base import is_reliable, transport_of
 from sipd.sip.via import response_address
 from sipd.transport.ratelimit import RateLimitedLog
 from sipd.transport.udp import check_headers, stamp_received
@@ -310,7 +310,9 @@ class OverloadControl:
             tag = message.to.tag
             if tag is None or not tag.startswith(TAG_PREFIX):
                 return False
-            self.metrics.inc("sipd_sip_requests_received_total", method="ACK")
+            self.metrics.inc(
+                "sipd_sip_requests_received_total", 1.0, method="ACK", **_labels(source)
+            )
             return True
         if method != "INVITE" or message.to.tag is not None:
             return False
@@ -322,7 +324,9 @@ class OverloadControl:
             # A retransmission of an INVITE refused already: the same answer,
             # or it could be admitted behind the caller's back (§8.2.7).
             check_headers(message)
-            self.metrics.inc("sipd_sip_requests_received_total", method="INVITE")
+            self.metrics.inc(
+                "sipd_sip_requests_received_total", 1.0, method="INVITE", **_labels(source)
+            )
             self._answer(message, source, key)
             return True
         reason = self.decide(source[0], self.pending())
@@ -330,7 +334,9 @@ class OverloadControl:
             self._admitted = message
             return False
         check_headers(message)  # nothing invalid is echoed in our 503
-        self.metrics.inc("sipd_sip_requests_received_total", method="INVITE")
+        self.metrics.inc(
+            "sipd_sip_requests_received_total", 1.0, method="INVITE", **_labels(source)
+        )
         self._remember(key, now)
         self._refuse(reason, now)
         self._answer(message, source, key)
@@ -447,3 +453,8 @@ class OverloadControl:
         self.metrics.inc("sipd_overload_rejected_total", reason=reason)
         self._warnings.warn("INVITE {call_id} answered 503: {error}", call_id=call_id, error=error)
         return self.retry_after_headers
+
+
+def _labels(source: Addr) -> dict[str, str]:
+    """The transport label a stream transport's counters carry (UDP's have none)."""
+    return {"transport": transport_of(source)} if is_reliable(source) else {}

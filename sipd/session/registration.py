@@ -132,7 +132,10 @@ class Registration:
         if self.state in (RegistrationState.STOPPED, RegistrationState.IDLE):
             self.state = RegistrationState.STOPPED
             return defer.succeed(None)
-        if self.state is RegistrationState.FAILED:
+        if self.state is RegistrationState.FAILED or (
+            self.state is RegistrationState.RETRYING and self.registrations == 0
+        ):
+            # Nothing was ever bound (every attempt failed): nothing to remove.
             self.state = RegistrationState.STOPPED
             return defer.succeed(None)
         self._stopping = defer.Deferred()
@@ -149,7 +152,10 @@ class Registration:
         self.cseq += 1
         dialogs = self.coordinator.dialogs
         h = Headers()
-        h.add("Via", f"SIP/2.0/UDP {dialogs.hostport};branch={new_branch()};rport")
+        # The configured transport; the transaction layer rewrites the Via (and our
+        # Contact) when the registrar's URI or RFC 3263 picks another.
+        token = dialogs.config.transport.upper()
+        h.add("Via", f"SIP/2.0/{token} {dialogs.hostport};branch={new_branch()};rport")
         h.add("Max-Forwards", "70")
         h.add("From", str(NameAddr(self.aor).with_tag(self.local_tag)))
         h.add("To", str(NameAddr(self.aor)))
@@ -181,7 +187,7 @@ class Registration:
             dest,
             lambda response: self._response(request, expires, response),
             lambda: self._unreachable(expires, "no response (408)"),
-            lambda error: self._unreachable(expires, f"transport error: {error}"),
+            lambda error: self._unreachable(expires, f"transport error: {error}", error),
         )
 
     def _stale(self, expires: int) -> bool:
@@ -305,6 +311,9 @@ class Registration:
         packets really came from; when that differs from our Contact, calls
         to the Contact would never reach us. The new address is advertised
         from then on, and the old binding is removed in the same REGISTER.
+        Over TCP or TLS the source port is the connection's own, never the
+        port requests reach us at (the registrar sends them back over the
+        connection): only ``received`` counts there.
         """
         config = self.coordinator.config
         if not config.nat_rewrite:
@@ -316,8 +325,9 @@ class Registration:
             return False
         dialogs = self.coordinator.dialogs
         host = via.received or dialogs.host
+        stream = via.transport.upper() != "UDP"
         port = rport if isinstance(rport, int) and not isinstance(rport, bool) else None
-        port = port or dialogs.advertised_port
+        port = (None if stream else port) or dialogs.advertised_port
         if (host, port) == (dialogs.host, dialogs.advertised_port):
             return False
         old = self.contact
@@ -348,7 +358,7 @@ class Registration:
             return int(header)
         return asked
 
-    def _unreachable(self, expires: int, reason: str) -> None:
+    def _unreachable(self, expires: int, reason: str, cause: Exception | None = None) -> None:
         if self._stale(expires):
             return
         if self.state is RegistrationState.UNREGISTERING:
@@ -361,11 +371,16 @@ class Registration:
             f"registrar {self.registrar} did not register {self.aor}: {reason}; "
             f"retrying in {self._backoff:g}s"
         )
+        # A TLS or connection failure stays reachable: error.__cause__ is the TransportError.
+        self.error.__cause__ = cause
         _log.warn("{error}", error=str(self.error))
-        if self._first is not None and not self._first.called:
-            self._first.errback(self.error)
+        # The retry is scheduled before the first caller hears of the failure:
+        # it may stop() us at once (a peer closes when its registration fails),
+        # and that must cancel the retry, not run before it is armed.
         self._schedule(self._backoff, self._send, self.requested_expires)
         self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+        if self._first is not None and not self._first.called:
+            self._first.errback(self.error)
 
     def _fail(self, error: Exception) -> None:
         self.state = RegistrationState.FAILED

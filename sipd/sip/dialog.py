@@ -76,6 +76,10 @@ class Dialog:
     remote_seq: int | None = None
     local_contact: str = ""
     secure: bool = False
+    #: The transport the dialog was set up over ("udp", "tcp", "tls"; None: not
+    #: known): in-dialog requests use it when their next hop names none, so a
+    #: UDP caller of a UA that speaks TLS is not sent its BYE over TLS.
+    transport: str | None = None
 
     @classmethod
     def from_uac(cls, request: Request, response: Response, local_contact: str) -> Dialog:

@@ -34,8 +34,10 @@ from sipd.sip.errors import SipParseError
 from sipd.sip.message import Request, Response, make_response
 from sipd.sip.transaction_base import (
     DEFAULT_TIMERS,
+    UDP_SIZE_LIMIT,
     Addr,
     Flow,
+    Route,
     TimerConfig,
     is_reliable,
     transport_of,
@@ -43,8 +45,11 @@ from sipd.sip.transaction_base import (
 from sipd.sip.transaction_client import (
     ClientState,
     ClientTransaction,
+    Retransport,
     make_ack_for_non2xx,
     make_cancel,
+    retransport_via,
+    with_top_via,
 )
 from sipd.sip.transaction_server import ServerState, ServerTransaction
 from sipd.sip.via import MAGIC_COOKIE, Via, response_address
@@ -55,6 +60,8 @@ __all__ = [
     "ClientState",
     "ClientTransaction",
     "Flow",
+    "Retransport",
+    "Route",
     "ServerState",
     "ServerTransaction",
     "TimerConfig",
@@ -140,7 +147,19 @@ class TransactionLayer:
     :attr:`server_count` drop to zero when all traffic has settled.
     """
 
-    __slots__ = ("_acks", "_clients", "_send", "_servers", "clock", "on_empty", "timers", "tu")
+    __slots__ = (
+        "_acks",
+        "_clients",
+        "_moved",
+        "_send",
+        "_servers",
+        "clock",
+        "on_empty",
+        "retransport",
+        "timers",
+        "tu",
+        "udp_size_limit",
+    )
 
     def __init__(
         self,
@@ -159,6 +178,14 @@ class TransactionLayer:
         self._acks: dict[_ServerKey, ServerTransaction] = {}
         #: Called when the last transaction ends (the UA has gone quiet).
         self.on_empty: Callable[[], None] | None = None
+        #: Makes a request's top Via (and the TU's Contact) name the transport it
+        #: is sent over; the dialog layer installs one that knows our Contact.
+        self.retransport: Retransport = retransport_via
+        #: RFC 3261 §18.1.1: requests larger than this go over TCP rather than
+        #: default UDP (None: never; for a UA that cannot open TCP).
+        self.udp_size_limit: int | None = UDP_SIZE_LIMIT
+        #: Branch of a client transaction before it failed over -> the transaction.
+        self._moved: dict[str, ClientTransaction] = {}
 
     @property
     def client_count(self) -> int:
@@ -196,21 +223,43 @@ class TransactionLayer:
         method = request.method
         if method == "ACK":
             raise TransactionError("ACK is sent without a client transaction (RFC 3261 §17.1)")
-        branch = request.top_via.branch
+        top_via = request.top_via
+        branch = top_via.branch
         if branch is None or not branch.startswith(MAGIC_COOKIE):
             raise TransactionError(
                 f"{method} needs a top Via branch starting with {MAGIC_COOKIE}; use new_branch()"
             )
+        via_token = top_via.transport.upper()
+        if method == "CANCEL":
+            request, dest = self._cancel_route(request, dest, branch.lower())
+            branch = request.top_via.branch or branch
         key = (branch.lower(), method)
         if key in self._clients:
             raise TransactionError(f"a {method} client transaction with branch {branch} exists")
         txn = ClientTransaction(
-            self, request, dest, key, on_response, on_timeout, on_transport_error
+            self, request, dest, key, on_response, on_timeout, on_transport_error, via_token
         )
         txn.proceeding_limit = proceeding_limit
         self._clients[key] = txn
         txn._start()
         return txn
+
+    def _cancel_route(self, cancel: Request, dest: Addr, branch: str) -> tuple[Request, Addr]:
+        """A CANCEL goes where its INVITE went, with the INVITE's Via as sent (§9.1).
+
+        The INVITE's transaction may have moved on since the TU built the
+        CANCEL from it: to another target with a new branch (RFC 3263 §4.3),
+        or to another transport (§18.1.1).
+        """
+        invite = self._moved.get(branch) or self._clients.get((branch, "INVITE"))
+        if invite is None or invite.state is ClientState.TERMINATED:
+            return cancel, dest
+        sent = invite.request.headers.first_value("Via")
+        if sent is not None and sent != cancel.headers.first_value("Via"):
+            cancel = with_top_via(cancel, sent)
+        if not isinstance(invite.dest, Route):
+            dest = invite.dest
+        return cancel, dest
 
     # -- the single entry point from the transport ------------------------------
     def receive(self, message: Request | Response, source: Addr) -> None:
@@ -341,14 +390,30 @@ class TransactionLayer:
         sees a transport error, not a timeout 64*T1 later); server transactions
         whose responses would go there end, and their TU is told.
         """
-        for client in [c for c in self._clients.values() if c.dest == addr]:
+        kind = transport_of(addr)
+        failed = [c for c in self._clients.values() if c.dest == addr]
+        for client in [c for c in failed if transport_of(c.dest) == kind]:
             client.transport_failed(error)
         for server in [t for t in self._servers.values() if t.dest == addr]:
             server.terminate()
             self.tu.server_transport_error(server, error)
 
     # -- called by the transactions ----------------------------------------------
+    def _rekey(self, txn: ClientTransaction, old_key: tuple[str, str]) -> None:
+        """``txn`` failed over to a new branch (RFC 3263 §4.3): file it under its new key."""
+        if self._clients.get(old_key) is txn:
+            del self._clients[old_key]
+        self._clients[txn.key] = txn
+        self._moved[old_key[0]] = txn
+
+    def _adopt(self, txn: ClientTransaction) -> None:
+        """File a transaction left behind by a failover (it ACKs a 503's retransmissions)."""
+        self._clients[txn.key] = txn
+
     def _client_ended(self, txn: ClientTransaction) -> None:
+        for branch in txn.former_branches:
+            if self._moved.get(branch) is txn:
+                del self._moved[branch]
         if self._clients.get(txn.key) is txn:
             del self._clients[txn.key]
             if not self._clients and not self._servers and self.on_empty is not None:

@@ -7,34 +7,56 @@ them (no import cycle); :mod:`sipd.sip.transaction` re-exports every name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
-__all__ = ["DEFAULT_TIMERS", "Addr", "Flow", "TimerConfig", "is_reliable", "transport_of"]
+__all__ = [
+    "DEFAULT_TIMERS",
+    "UDP_SIZE_LIMIT",
+    "Addr",
+    "Flow",
+    "Route",
+    "TimerConfig",
+    "is_reliable",
+    "transport_of",
+]
+
+#: RFC 3261 §18.1.1: a request larger than this (path MTU 1500 unknown, minus 200)
+#: that would go over UDP by default goes over TCP instead.
+UDP_SIZE_LIMIT = 1300
 
 #: A transport address: host and port (UDP unless it is a :class:`Flow`).
 Addr: TypeAlias = tuple[str, int]
 
 
 class Flow(tuple[str, int]):
-    """A (host, port) reached over a stream transport: ``transport`` is "tcp" or "tls".
+    """A (host, port) with a transport chosen on purpose: "tcp", "tls" or "udp".
 
     A tuple, so every layer that reads an address as ``host, port`` keeps
     working; the transport rides along for the few that must know it: the
     sender (which socket), the transactions (RFC 3261 §17: no retransmission
     and zero wait timers on a reliable transport) and the responses (§18.2.2:
-    on the connection the request came on).
+    on the connection the request came on). A plain tuple is UDP by default,
+    which a request over 1300 bytes leaves for TCP (RFC 3261 §18.1.1); a
+    ``Flow`` with transport "udp" is UDP asked for by name (``;transport=udp``)
+    and stays UDP whatever the size.
     """
 
     transport: str
+    #: The name a TLS server's certificate must carry when it is not ``host``: the
+    #: SIP domain a target was located for by DNS (RFC 5922 §4.2). None: ``host``.
+    server_name: str | None
 
-    def __new__(cls, host: str, port: int, transport: str) -> Flow:
+    def __new__(cls, host: str, port: int, transport: str, server_name: str | None = None) -> Flow:
         flow = super().__new__(cls, (host, port))
         flow.transport = transport
+        flow.server_name = server_name
         return flow
 
     def __repr__(self) -> str:
-        return f"Flow({self[0]!r}, {self[1]}, {self.transport!r})"
+        name = "" if self.server_name is None else f", server_name={self.server_name!r}"
+        return f"Flow({self[0]!r}, {self[1]}, {self.transport!r}{name})"
 
 
 def transport_of(addr: Addr) -> str:
@@ -44,7 +66,49 @@ def transport_of(addr: Addr) -> str:
 
 def is_reliable(addr: Addr) -> bool:
     """True for an address reached over TCP or TLS (RFC 3261 §17's reliable transports)."""
-    return isinstance(addr, Flow)
+    return isinstance(addr, Flow) and addr.transport != "udp"
+
+
+class Route(tuple[str, int]):
+    """A destination whose address is chosen when the request is sent (RFC 3263 §4.3).
+
+    What the session layer passes instead of an address when the next hop is
+    a host name: the tuple holds that name and the URI's port (0 when none),
+    for logs; the address comes from :attr:`target` once located. A client
+    transaction given a ``Route`` waits for :meth:`when_located`, sends to
+    :attr:`target`, and on a transport error, a timeout or a 503 asks
+    :meth:`failed` for the next target and starts over with a new branch.
+    The concrete class (:class:`sipd.session.target_set.TargetSet`) asks the
+    DNS; this base only names the interface, so the transaction layer needs
+    no resolver.
+    """
+
+    @property
+    def target(self) -> Addr | None:
+        """The address to send to now; None while locating or once location failed."""
+        raise NotImplementedError
+
+    @property
+    def error(self) -> Exception | None:
+        """Why no target could be found (None while locating or once located)."""
+        raise NotImplementedError
+
+    def when_located(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once :attr:`target` or :attr:`error` is known (now if it is)."""
+        raise NotImplementedError
+
+    def failed(self, reason: str) -> Addr | None:
+        """Record that :attr:`target` failed because of ``reason``; the next target, or None."""
+        raise NotImplementedError
+
+    @property
+    def failures(self) -> int:
+        """How many targets failed so far."""
+        raise NotImplementedError
+
+    def summary(self) -> str:
+        """Every failed target with its reason, for the final error message."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,6 +143,9 @@ class SipStreamProtocol(Protocol):
         self.ready = False
         self.closed = False
         self.refused = False
+        #: A whole SIP message has arrived on it (keep-alives do not count): a
+        #: connection that never spoke is the first to go when the table is full.
+        self.spoke = False
         self._queue: list[tuple[bytes, SendErrorCallback | None]] = []
         self._queued_bytes = 0
         #: Why we are closing it ourselves; None while it is not closing.
@@ -193,6 +196,7 @@ class SipStreamProtocol(Protocol):
             if self._closing is not None or self.closed:
                 return
             if isinstance(event, FramedMessage):
+                self.spoke = True
                 self.owner._deliver(self, event.data)
             elif isinstance(event, Ping):
                 self._tcp.write(PONG)

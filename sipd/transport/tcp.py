@@ -287,8 +287,18 @@ class StreamTransport:
         return conn if conn is not None and conn.alive else None
 
     # -- sending --------------------------------------------------------------------------
-    def send(self, data: bytes, addr: Addr, on_error: SendErrorCallback | None = None) -> None:
+    def send(
+        self,
+        data: bytes,
+        addr: Addr,
+        on_error: SendErrorCallback | None = None,
+        *,
+        server_name: str | None = None,
+    ) -> None:
         """Send one message to ``addr``, on its live connection or a new one.
+
+        A new TLS connection verifies ``server_name`` (else the host of
+        ``addr``) in the server's certificate.
 
         Raises :class:`TransportError` (an ``OSError``) when it cannot even
         start: transport closed, too many connections, a bad address, too
@@ -301,7 +311,7 @@ class StreamTransport:
         key = address_key(addr)
         conn = self._connections.get(key)
         if conn is None or not conn.alive:
-            conn = self._connect(key)
+            conn = self._connect(key, server_name)
         conn.send(data, on_error)
         self._count_sent(data)
 
@@ -353,7 +363,7 @@ class StreamTransport:
         return done
 
     # -- internals used by the connections --------------------------------------------------
-    def _connect(self, key: Addr) -> SipStreamProtocol:
+    def _connect(self, key: Addr, server_name: str | None = None) -> SipStreamProtocol:
         host, port = key
         if not 0 < port < 65536 or not host or "\x00" in host:
             raise TransportError(f"cannot connect to {host!r} port {port}", peer=key)
@@ -368,7 +378,7 @@ class StreamTransport:
         factory: Any = ClientConnectionFactory(conn)
         if self.kind == "tls":
             assert self.tls is not None
-            creator = client_options(self.tls, host, self._credentials)
+            creator = client_options(self.tls, server_name or host, self._credentials)
             factory = TLSMemoryBIOFactory(creator, True, factory, self._tls_clock())
         self._connections[key] = conn
         self._open.add(conn)
@@ -389,7 +399,15 @@ class StreamTransport:
         return cast(IReactorTime, self.reactor)
 
     def _admit(self, conn: SipStreamProtocol) -> bool:
-        """Take an inbound connection, unless closed or at ``max_connections``."""
+        """Take an inbound connection, unless closed or at ``max_connections``.
+
+        At the limit the oldest inbound connection that never sent a SIP
+        message is closed to make room: otherwise anyone could keep every
+        caller out for ``idle_timeout`` by opening connections and saying
+        nothing. Only when every connection has spoken is the new one refused.
+        """
+        if not self._closed and len(self._open) >= self.max_connections:
+            self._evict_silent()
         if self._closed or len(self._open) >= self.max_connections:
             self.metrics.inc("sipd_sip_connections_refused_total", transport=self.kind)
             self._bad_input.warn(
@@ -405,6 +423,21 @@ class StreamTransport:
         self._connections[conn.key] = conn
         self.metrics.inc("sipd_sip_connections_opened_total", transport=self.kind, direction="in")
         return True
+
+    def _evict_silent(self) -> None:
+        """Close the oldest inbound connection that has sent nothing, if there is one."""
+        silent = [c for c in self._open if not c.outbound and not c.spoke and c.alive]
+        if not silent:
+            return
+        victim = min(silent, key=lambda c: c.connection_id)
+        self.metrics.inc("sipd_sip_connections_evicted_total", transport=self.kind)
+        self._bad_input.warn(
+            "closed silent {transport} connection from {peer} to make room (max_connections)",
+            transport=self.name,
+            peer=show_address(victim.peer),
+        )
+        victim.close("evicted")
+        self._forget(victim)
 
     def _alias(self, addr: Addr, conn: SipStreamProtocol) -> None:
         existing = self._connections.get(addr)

@@ -239,10 +239,7 @@ def describe_tls_failure(
     if isinstance(error, VerificationError):
         names = _names_of(_peer_certificate(handle))
         shown = ", ".join(names) if names else "no names"
-        expected = ", ".join(
-            str(getattr(e.mismatched_id, "hostname", None) or getattr(e.mismatched_id, "ip", ""))
-            for e in error.errors
-        )
+        expected = ", ".join(_identity_text(e.mismatched_id) for e in error.errors)
         return f"certificate name mismatch: it is for {shown}, not {expected}"
     if isinstance(error, SSL.Error):
         reasons = [str(item[2]) for item in (error.args[0] if error.args else []) if len(item) >= 3]
@@ -389,3 +386,9 @@ def _why_unverified(handle: object, credentials: TlsCredentials | None) -> str:
     except X509StoreContextError as exc:
         return str(exc)
     return ""
+
+
+def _identity_text(identity: object) -> str:
+    """A service_identity pattern's name or address as text (its DNS names are bytes)."""
+    value = getattr(identity, "hostname", None) or getattr(identity, "ip", "")
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)

@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from sipd import CallFailed, CallState, SimplePeer, TlsConfig
+from sipd import (
+    CallFailed,
+    CallState,
+    CallTransportError,
+    SimplePeer,
+    TlsConfig,
+    TransportError,
+)
 from sipd.sip.message import Request
 from tests.certs import CertFiles, make_certs
 from tests.conftest import PeerFactory, eventually, within
@@ -77,8 +84,9 @@ async def test_an_untrusted_tls_server_fails_the_call_at_once_with_the_reason(
     bob = await peers("bob", transport="tls", tls=bob_tls)
     alice = await peers("alice", transport="tls", tls=alice_tls)
     call = await within(alice.call(f"sip:bob@127.0.0.1:{bob.port}"), 5)
-    with pytest.raises(CallFailed, match="certificate verify failed"):
+    with pytest.raises(CallTransportError, match="certificate verify failed") as info:
         await within(call.wait_for_answer(), 5)
+    assert isinstance(info.value, CallFailed) and isinstance(info.value, TransportError)
     assert bob.try_incoming() is None
 
 
@@ -97,6 +105,6 @@ async def test_a_tls_server_with_another_name_fails_the_call_at_once_with_the_re
     alice = await peers("alice", transport="tls", tls=alice_tls)
     call = await within(alice.call(f"sip:bob@127.0.0.1:{bob.port}"), 5)
     reason = "certificate name mismatch: it is for other.invalid, 192.0.2.7, not 127.0.0.1"
-    with pytest.raises(CallFailed, match=reason):
+    with pytest.raises(CallTransportError, match=reason):
         await within(call.wait_for_answer(), 5)
     assert bob.try_incoming() is None

@@ -304,15 +304,31 @@ async def test_idle_timer_counts_from_the_last_data_received(harness: Harness) -
 
 
 @pytest_twisted.ensureDeferred
-async def test_connections_beyond_max_connections_are_closed_at_once(harness: Harness) -> None:
+async def test_beyond_max_connections_the_oldest_silent_ones_make_room(harness: Harness) -> None:
     bob = harness.node(max_connections=10)
     peers = [await harness.connect_raw(bob.port) for _ in range(15)]
     assert await eventually(lambda: sum(p.gone for p in peers) == 5)
+    assert [p.gone for p in peers] == [True] * 5 + [False] * 10
     assert bob.transport.connection_count == 10
-    assert bob.transport.metrics.get("sipd_sip_connections_refused_total", transport="tcp") == 5
-    survivor = next(p for p in peers if not p.gone)
+    assert bob.transport.metrics.get("sipd_sip_connections_evicted_total", transport="tcp") == 5
+    survivor = peers[-1]
     survivor.transport.write(sip_request())  # type: ignore[union-attr]
     assert await eventually(lambda: b"SIP/2.0 200" in survivor.received)
+
+
+@pytest_twisted.ensureDeferred
+async def test_beyond_max_connections_a_new_one_is_closed_when_every_one_spoke(
+    harness: Harness,
+) -> None:
+    bob = harness.node(max_connections=10)
+    peers = [await harness.connect_raw(bob.port) for _ in range(10)]
+    for peer in peers:
+        peer.transport.write(sip_request())  # type: ignore[union-attr]
+    assert await eventually(lambda: all(b"SIP/2.0 200" in p.received for p in peers))
+    late = [await harness.connect_raw(bob.port) for _ in range(3)]
+    assert await eventually(lambda: all(p.gone for p in late))
+    assert not any(p.gone for p in peers)
+    assert bob.transport.metrics.get("sipd_sip_connections_refused_total", transport="tcp") == 3
 
 
 @pytest_twisted.ensureDeferred

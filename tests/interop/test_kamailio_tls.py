@@ -323,12 +323,6 @@ async def test_a_kamailio_certificate_for_another_name_fails_registration_at_onc
 
 
 # -- what sipd gets wrong today (product bugs; see docs/transports.md) ------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="sipd bug: nat_rewrite takes the rport of a REGISTER sent over TLS (the "
-    "connection's ephemeral source port) for a NAT and re-registers that port as its "
-    "Contact (sipd/session/registration.py, Registration._rewrite_contact)",
-)
 @pytest_twisted.ensureDeferred
 async def test_a_tls_registration_binds_the_peers_own_contact(
     interop: Interop, peers: PeerFactory, certs: CertFiles

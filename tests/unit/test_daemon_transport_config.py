@@ -290,3 +290,11 @@ def test_twistd_on_a_busy_tcp_port_for_tls_says_so_in_one_line(
         f"twistd sipd: cannot listen for SIP over TLS on 127.0.0.1:{busy}: address already "
         "in use (choose another address with --listen or sip.listen)"
     ), output
+
+
+def test_dns_servers_reach_the_library_and_a_bad_one_names_its_line(tmp_path: Path) -> None:
+    cfg = load(tmp_path, 'sip:\n  dns_servers: [10.0.0.53, "127.0.0.1:5353"]\n  dns_timeout: 2\n')
+    assert cfg.sip.dns_servers == ["10.0.0.53", "127.0.0.1:5353"]
+    assert cfg.sip.dns_timeout == 2
+    path, message = fails(tmp_path, "sip:\n  dns_servers: [not an address]\n")
+    assert message.startswith(f"{path}:2: sip.dns_servers: "), message

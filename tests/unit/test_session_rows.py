@@ -190,6 +190,9 @@ EVENTS: dict[Key, Make] = {
         lambda c: ev.Rejected(487, "Request Terminated", sip_response(487, "Request Terminated"))
     ),
     ("Rejected", ()): Make(lambda c: ev.Rejected(486, "Busy Here", sip_response(486, "Busy Here"))),
+    ("InviteTimeout", ("TransportBroke",)): _const(
+        ev.InviteTimeout(503, "Transport Error: TLS to 127.0.0.1:5061 failed", True)
+    ),
     ("InviteTimeout", ("TimedOut",)): _const(ev.InviteTimeout(408, "Request Timeout")),
     ("InviteTimeout", ()): _const(ev.InviteTimeout(503, "Service Unavailable")),
     ("RingTimeout", ()): TIMER,
