@@ -10,6 +10,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sipd-installed
 DEB_PACKAGES := sip-tester nftables kamailio kamailio-tls-modules baresip-core dnsmasq-base
+DEB_PACKAGES += libopus0
 PYTEST_ARGS ?=
 
 .PHONY: test lint typecheck pytest sysdeps venv bench clean demo

@@ -34,6 +34,12 @@ setup(
         "pyopenssl>=26.4",
         "service_identity>=26.1",
         "pylibsrtp>=1.0",
+        # Wideband audio: resampling, G.722, Opus (on Debian's libopus0).
+        "soxr>=1.0",
+        "g722>=1.2.8",
+        "opuslib-next>=1.3.1",
+        # Voice bots: the WebSocket client (and the tests' bot server).
+        "autobahn>=26.11",
     ],
     extras_require={
         "test": [

@@ -73,8 +73,12 @@ class SipdConfig:
     #: A deferred incoming INVITE nobody answers gets ``defer_status`` after this long.
     defer_timeout: float = 30.0
     defer_status: int = 480
-    #: Codecs we offer and accept, in order of preference.
+    #: Codecs we offer and accept, in order of preference (any case): PCMU, PCMA,
+    #: G722, opus (docs/codecs.md).
     codecs: list[str] = field(default_factory=lambda: ["PCMU", "PCMA"])
+    #: The rate of the audio calls hand to and take from the application (AudioFrame,
+    #: WAV play/record): 8000, 16000 or 48000; sipd resamples to the codec's rate.
+    sample_rate: int = 8000
     #: Offer and accept RFC 4733 telephone-event.
     dtmf: bool = True
     #: Path to the YAML state table; None means the shipped default.
@@ -178,9 +182,16 @@ class SipdConfig:
                 raise ConfigError(f"{key}: {value!r} must be a positive number of seconds")
         if self.t2 < self.t1:
             raise ConfigError(f"t2: {self.t2} must not be smaller than t1 ({self.t1})")
-        unknown = [c for c in self.codecs if c.upper() not in ("PCMU", "PCMA")]
+        from sipd.media.codecs import CODEC_NAMES
+
+        known = {name.casefold() for name in CODEC_NAMES}
+        unknown = [c for c in self.codecs if not isinstance(c, str) or c.casefold() not in known]
         if unknown or not self.codecs:
-            raise ConfigError(f"codecs: {unknown or self.codecs} — supported codecs are PCMU, PCMA")
+            raise ConfigError(
+                f"codecs: {unknown or self.codecs} — supported codecs are {', '.join(CODEC_NAMES)}"
+            )
+        if self.sample_rate not in (8000, 16000, 48000):
+            raise ConfigError(f"sample_rate: {self.sample_rate!r} must be 8000, 16000 or 48000 Hz")
         if not isinstance(self.jitter_depth, int) or not 1 <= self.jitter_depth <= 50:
             raise ConfigError(f"jitter_depth: {self.jitter_depth!r} must be 1-50 packets")
         for key in ("outbound_proxy", "registrar"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
@@ -15,6 +15,7 @@ from sipd.session.session import UnifiedSession
 from sipd.sip.body import sdp_body
 from sipd.sip.headers import Headers
 from sipd.sip.message import Request
+from sipd.streaming import StreamEnd, stream_session
 
 if TYPE_CHECKING:
     from sipd.session.machine import Transition
@@ -133,12 +134,14 @@ class Call:
         """Queue ``frame`` for sending on the 20 ms clock; fires when it is on the wire.
 
         Awaiting each call paces the sender in real time. Frames of any
-        length and sample rate are accepted (converted to 8 kHz).
+        length and sample rate are accepted (converted to the peer's ``sample_rate``,
+        then to the codec's).
         """
         return self.session.send_audio(frame)
 
     def recv_audio(self) -> defer.Deferred[AudioFrame | None]:
-        """The next received :class:`AudioFrame`, or None once the call has ended."""
+        """The next received :class:`AudioFrame` (at the peer's ``sample_rate``), or None
+        once the call has ended."""
         return self.session.recv_audio()
 
     def try_recv_audio(self) -> AudioFrame | None:
@@ -184,6 +187,39 @@ class Call:
     def stats(self) -> dict[str, object]:
         """Media statistics: packets sent/received, loss, jitter, RTT, codec."""
         return self.session.stats()
+
+    # -- voice bots ------------------------------------------------------------------------
+    def stream(
+        self,
+        url: str,
+        *,
+        protocol: str = "media-stream",
+        parameters: dict[str, Any] | None = None,
+        connect_timeout: float = 5.0,
+        fallback_wav: str | os.PathLike[str] | None = None,
+    ) -> defer.Deferred[StreamEnd]:
+        """Bridge this call's audio to a WebSocket bot; fires with a :class:`StreamEnd`.
+
+        ``protocol`` is ``"media-stream"`` (Twilio's Media Streams JSON, µ-law
+        8 kHz) or ``"linear16"`` (16-bit PCM at 16 kHz in binary frames);
+        ``parameters`` reach the bot as ``start.customParameters``. The call
+        is answered first if it is still ringing out. When the bot closes
+        the socket the call is hung up (after ``fallback_wav``, if given);
+        when the caller hangs up the bot gets ``stop``. Fails with
+        :class:`~sipd.streaming.StreamError` (and the call is hung up) if the
+        bot cannot be reached within ``connect_timeout`` seconds.
+        """
+        answered = None if self.is_active() else self.wait_for_answer()
+        return stream_session(
+            self.session,
+            url,
+            reactor=self.session.services.clock,
+            protocol=protocol,
+            parameters=parameters,
+            connect_timeout=connect_timeout,
+            fallback_wav=fallback_wav,
+            wait_for_answer=answered,
+        )
 
 
 def direction_of(session: UnifiedSession) -> CallDirection:

@@ -19,6 +19,7 @@ from sipd.api.call import Call, IncomingCall, direction_of
 from sipd.api.types import CallDirection, CallId
 from sipd.config import SipdConfig
 from sipd.errors import SipdError
+from sipd.media.codecs import codec_names
 from sipd.session.coordinator import UnifiedCoordinator
 from sipd.session.interceptor import ISignalingHandler
 from sipd.session.registration import Registration
@@ -118,17 +119,22 @@ class SimplePeer:
         *,
         headers: dict[str, str] | None = None,
         srtp: str | None = None,
+        codecs: list[str] | None = None,
     ) -> defer.Deferred[Call]:
         """Call ``target`` (``sip:bob@127.0.0.1:5061``; ``sip:`` may be left out).
 
         Fires with the :class:`Call` as soon as the INVITE is on its way;
         ``await call.wait_for_answer()`` to know how it went. ``headers`` are
         added to the INVITE; ``srtp`` ("off", "optional", "required") overrides
-        the peer's SRTP policy for this call.
+        the peer's SRTP policy for this call; ``codecs`` (``["G722", "PCMU"]``) its codec
+        preference.
         """
         try:
             session = self.coordinator.create_outgoing_call(
-                target, headers=list((headers or {}).items()), srtp=srtp
+                target,
+                headers=list((headers or {}).items()),
+                srtp=srtp,
+                codecs=None if codecs is None else codec_names(codecs),
             )
         except SipdError:
             return defer.fail()

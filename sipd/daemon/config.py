@@ -457,6 +457,7 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
             "port_min": put("media_port_min", "int"),
             "port_max": put("media_port_max", "int"),
             "codecs": put("codecs", "list"),
+            "sample_rate": put("sample_rate", "int"),
             "dtmf": put("dtmf", "bool"),
             "jitter_depth": put("jitter_depth", "int"),
             "silence_when_idle": put("silence_when_idle", "bool"),

@@ -18,7 +18,7 @@ __all__ = ["Bridge", "bridge", "unbridge"]
 
 _log = Logger()
 #: Do not queue more than this much audio towards one side (clock drift guard).
-_MAX_BACKLOG_SAMPLES = 160 * 10
+_MAX_BACKLOG_SECONDS = 0.2
 
 
 def _session(call: Any) -> Any:
@@ -48,10 +48,16 @@ class Bridge:
             if frame is None or not self.active:
                 return
             media = getattr(target, "media", None)
-            if media is not None and media.stream.queued_samples > _MAX_BACKLOG_SAMPLES:
+            stream = None if media is None else media.stream
+            if stream is not None and (
+                stream.queued_samples > stream.sample_rate * _MAX_BACKLOG_SECONDS
+            ):
                 continue
             self.frames[index] += 1
-            target.send_audio(AudioFrame(frame.samples)).addErrback(lambda f: None)
+            # Without the RTP fields; at its own rate (the target resamples if it differs).
+            target.send_audio(AudioFrame.trusted(frame.samples, frame.sample_rate)).addErrback(
+                lambda f: None
+            )
 
     def _ended(self, other: Any) -> None:
         if not self.active:

@@ -102,16 +102,27 @@ class DtmfSender:
         self.rtp = rtp
         self.payload_type = payload_type
         self.volume = volume
-        self.step = clock_rate * ptime_ms // 1000
+        self.ptime_ms = ptime_ms
+        self.duration_ms = duration_ms
         self.tone_ticks = max(1, math.ceil(duration_ms / ptime_ms))
         self.gap_ticks = math.ceil(gap_ms / ptime_ms)
-        if self.tone_ticks * self.step > 0xFFFF:
-            raise MediaValueError(f"a {duration_ms} ms DTMF tone overflows the 16-bit duration")
+        self.set_clock_rate(clock_rate)
         self._queue: deque[str] = deque()
         self._digit: str | None = None
         self._start_ts = 0
         self._tick_in_tone = 0
         self._gap_left = 0
+
+    def set_clock_rate(self, clock_rate: int) -> None:
+        """Count durations at ``clock_rate``: RFC 4733 events use the audio codec's RTP
+        clock (8000 for G.711 and G.722, 48000 for Opus)."""
+        step = clock_rate * self.ptime_ms // 1000
+        if self.tone_ticks * step > 0xFFFF:
+            raise MediaValueError(
+                f"a {self.duration_ms} ms DTMF tone overflows the 16-bit duration "
+                f"at {clock_rate} Hz"
+            )
+        self.step = step
 
     def send(self, digits: str) -> None:
         """Queue digits (validated now, so a bad string fails before anything is sent)."""

@@ -15,14 +15,14 @@ from collections import deque
 import numpy as np
 from twisted.internet import defer
 
-from sipd.media.frame import AudioFrame
+from sipd.media.frame import SAMPLE_RATE, AudioFrame
 from sipd.media.rtp import ts_diff
 from sipd.media.wav import WavWriter
 
 __all__ = ["AudioSubscription", "DigitQueue", "WavRecorder"]
 
-#: Gaps longer than this (in samples) are not filled with silence in recordings.
-_MAX_GAP = 8000 * 2
+#: Gaps longer than this (in seconds) are not filled with silence in recordings.
+_MAX_GAP_SECONDS = 2
 
 
 class AudioSubscription:
@@ -118,9 +118,13 @@ class WavRecorder:
     keeps the recording's duration equal to the time the call lasted.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> None:
         self.path = os.fspath(path)
-        self._writer = WavWriter(self.path)
+        self.sample_rate = sample_rate
+        #: The RTP clock rate of the frames' timestamps (the codec's: 8000 for G.711
+        #: and G.722, 48000 for Opus), set by the media session that feeds us.
+        self.clock_rate = sample_rate
+        self._writer = WavWriter(self.path, sample_rate)
         self._next_ts: int | None = None
         self.samples = 0
         self.done: defer.Deferred[None] = defer.Deferred()
@@ -132,18 +136,23 @@ class WavRecorder:
         if frame.timestamp is not None:
             if self._next_ts is not None:
                 gap = ts_diff(frame.timestamp, self._next_ts)
-                if 0 < gap <= _MAX_GAP:
+                if gap > 0 and self.clock_rate != self.sample_rate:
+                    gap = gap * self.sample_rate // self.clock_rate
+                if 0 < gap <= _MAX_GAP_SECONDS * self.sample_rate:
                     self._writer.write(np.zeros(gap, dtype=np.int16))
                     self.samples += gap
                 elif gap < 0:
                     return  # a frame from the past (restart overlap): drop it
-            self._next_ts = (frame.timestamp + n) & 0xFFFFFFFF
+            units = n
+            if self.clock_rate != self.sample_rate:
+                units = n * self.clock_rate // self.sample_rate
+            self._next_ts = (frame.timestamp + units) & 0xFFFFFFFF
         self._writer.write(frame.samples)
         self.samples += n
 
     @property
     def duration(self) -> float:
-        return self.samples / 8000.0
+        return self.samples / self.sample_rate
 
     def close(self) -> None:
         """Finalise the file; ``done`` fires."""

@@ -3,7 +3,8 @@
 Why one fixed sample format: G.711, WAV recording and the FFT checks all want
 mono 16-bit PCM, so every producer converts once at the edge and every
 consumer can rely on ``frame.samples.dtype == int16``. A frame is normally
-20 ms (160 samples at 8 kHz), the RTP packetisation interval.
+20 ms (160 samples at 8 kHz, 320 at 16 kHz), the RTP packetisation interval;
+``sample_rate`` says which (8000 unless a peer's ``sample_rate`` says otherwise).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from sipd.errors import SipdValueError
 from sipd.logs import Logger
 from sipd.media.fanout import AudioSubscription
 from sipd.media.frame import FRAME_SAMPLES, AudioFrame
+from sipd.media.resample import StreamResampler
 
 __all__ = ["Conference", "ConferenceMember", "Limiter", "mix_minus"]
 
@@ -128,13 +129,14 @@ def mix_minus(
 
 
 class _Seat:
-    __slots__ = ("limiter", "member", "source", "subscription")
+    __slots__ = ("limiter", "member", "resampler", "source", "subscription")
 
     def __init__(self, source: object, member: ConferenceMember) -> None:
         self.source = source
         self.member = member
         self.subscription = member.subscribe_to_audio()
         self.limiter = Limiter()
+        self.resampler: StreamResampler | None = None
 
 
 def _member(call: object) -> ConferenceMember:
@@ -157,6 +159,7 @@ class Conference:
         clock: IReactorTime | None = None,
         ptime: float = 0.02,
         max_backlog: int = 3,
+        sample_rate: int = 8000,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -167,6 +170,9 @@ class Conference:
         self._clock = clock
         self.ptime = ptime
         self.max_backlog = max_backlog
+        #: The rate the conference mixes at; members' frames at other rates (peers
+        #: created with another ``sample_rate``) are resampled to it.
+        self.sample_rate = sample_rate
         self._seats: list[_Seat] = []
         self._loop: task.LoopingCall | None = None
         self.closed = False
@@ -240,19 +246,28 @@ class Conference:
         while len(sub) > self.max_backlog:
             sub.try_get()  # drop the oldest: latency over completeness
         frame = sub.try_get()
-        return frame.samples if frame is not None else None
+        if frame is None:
+            return None
+        if frame.sample_rate != self.sample_rate:
+            resampler = seat.resampler
+            if resampler is None or resampler.in_rate != frame.sample_rate:
+                resampler = seat.resampler = StreamResampler(frame.sample_rate, self.sample_rate)
+            return resampler(frame.samples)
+        return frame.samples
 
     def _tick(self) -> None:
         self.slots += 1
         seats = list(self._seats)
         inputs = [self._take(seat) for seat in seats]
-        outputs = mix_minus(inputs, [seat.limiter for seat in seats])
+        n = self.sample_rate // 50
+        outputs = mix_minus(inputs, [seat.limiter for seat in seats], n)
         for seat, out in zip(seats, outputs, strict=True):
             if out is None or seat.member.is_ended:
                 continue
             media = getattr(seat.member, "media", None)
             stream = getattr(media, "stream", None)
             backlog = getattr(stream, "queued_samples", 0)
-            if backlog >= FRAME_SAMPLES * self.max_backlog:
+            if backlog >= getattr(stream, "sample_rate", 8000) // 50 * self.max_backlog:
                 continue
-            seat.member.send_audio(AudioFrame.trusted(out)).addErrback(lambda f: None)
+            frame = AudioFrame.trusted(out, self.sample_rate)
+            seat.member.send_audio(frame).addErrback(lambda f: None)

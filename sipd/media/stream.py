@@ -19,10 +19,11 @@ from twisted.internet import defer
 
 from sipd.errors import CallStateError, RtpParseError
 from sipd.logs import Logger
-from sipd.media import g711
+from sipd.media.codecs import AudioCodec, CodecPath, codec_by_name
 from sipd.media.dtmf import DtmfReceiver, DtmfSender
-from sipd.media.frame import FRAME_SAMPLES, SAMPLE_RATE, AudioFrame
+from sipd.media.frame import SAMPLE_RATE, AudioFrame
 from sipd.media.jitter import JitterBuffer
+from sipd.media.resample import StreamResampler, resample_once
 from sipd.media.rtcp import (
     Bye,
     ReceiverReport,
@@ -36,16 +37,14 @@ from sipd.media.rtcp import (
     parse_compound,
     round_trip_time,
 )
-from sipd.media.rtp import RtpPacket, RtpSender, is_rtcp
+from sipd.media.rtp import RtpPacket, RtpSender, is_rtcp, seq_diff
 from sipd.media.srtp import SrtpContext
-from sipd.media.wav import resample
 from sipd.send_errors import SEND_ERRORS
 
 __all__ = ["Addr", "MediaStream", "StreamStats"]
 
 Addr = tuple[str, int]
 _log = Logger()
-_SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
 
 @dataclass(slots=True)
@@ -76,6 +75,8 @@ class StreamStats:
     srtp: str | None = None
     #: Received SRTP/SRTCP packets dropped: failed authentication, replays, malformed.
     srtp_dropped: int = 0
+    #: Lost packets rebuilt from the next one's forward error correction (Opus).
+    recovered: int = 0
 
     def as_dict(self) -> dict[str, float | int | None]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -97,8 +98,13 @@ class MediaStream:
         jitter_depth: int = 3,
         silence_when_idle: bool = True,
         cname: str = "sipd",
+        sample_rate: int = SAMPLE_RATE,
     ) -> None:
-        self.codec = codec.upper()
+        #: The rate of the audio the application sends and receives (AudioFrame).
+        self.sample_rate = sample_rate
+        self._frame_samples = sample_rate // 50
+        self._silence = np.zeros(self._frame_samples, dtype=np.int16)
+        self._audio_codec: AudioCodec | None = None
         self.payload_type = payload_type
         self.remote = remote
         self.remote_rtcp: Addr | None = (remote[0], remote[1] + 1) if remote else None
@@ -115,6 +121,7 @@ class MediaStream:
         self.reception: ReceptionStats | None = None
         self.remote_ssrc: int | None = None
         self.stats = StreamStats()
+        self.set_codec(codec)
         #: When the peer was last heard from (RTP or RTCP), for the media timeout.
         self.last_heard: float | None = None
         #: When ICMP first said nothing listens at the peer's RTP or RTCP address
@@ -130,6 +137,7 @@ class MediaStream:
         #: (:meth:`MediaSession.start <sipd.session.media_adapter.MediaSession.start>`).
         self.srtp: SrtpContext | None = None
         self._queue: deque[tuple[NDArray[np.int16], defer.Deferred[None] | None]] = deque()
+        self._in_resamplers: dict[int, StreamResampler] = {}
         self._offset = 0
         #: (tick of the last End packets, tick of the last digit's first packet, d)
         self._dtmf_waiters: deque[tuple[int, int, defer.Deferred[None]]] = deque()
@@ -143,22 +151,71 @@ class MediaStream:
         #: Called with no argument when :attr:`unreachable_since` is first set.
         self.unreachable_listeners: list[Callable[[], None]] = []
 
+    # -- codec ------------------------------------------------------------------------
+    @property
+    def codec(self) -> str:
+        """The codec's SDP name ("PCMU", "G722", "opus"); assigning one switches to it."""
+        assert self._audio_codec is not None
+        return self._audio_codec.name
+
+    @codec.setter
+    def codec(self, name: str) -> None:
+        self.set_codec(name)
+
+    @property
+    def audio_codec(self) -> AudioCodec:
+        """The codec in use, with its RTP clock rate and timestamp step."""
+        assert self._audio_codec is not None
+        return self._audio_codec
+
+    @property
+    def clock_rate(self) -> int:
+        """The RTP clock rate of the stream (timestamps, jitter, telephone-event)."""
+        return self.audio_codec.clock_rate
+
+    def set_codec(self, codec: str | AudioCodec) -> None:
+        """Encode and decode with ``codec`` from now on (a no-op if it is the one in use),
+        resampling where its rate is not :attr:`sample_rate` (:class:`CodecPath`); the
+        timestamp step and the telephone-event clock follow its RTP clock rate."""
+        spec = codec if isinstance(codec, AudioCodec) else codec_by_name(codec)
+        if spec is self._audio_codec:
+            return
+        self._audio_codec = spec
+        path = CodecPath(spec, self.sample_rate)
+        self._encode, self._decode, self._recover = path.encode, path.decode, path.recover
+        self._last_seq: int | None = None
+        self._ts_step = spec.timestamp_step
+        self.dtmf_sender.set_clock_rate(spec.clock_rate)
+        self._ms_per_unit = 1000.0 / spec.clock_rate
+        if self.reception is not None:
+            self.reception = None  # the next packet starts stats at the new clock rate
+
     # -- sending ----------------------------------------------------------------------
     def queue_audio(self, frame: AudioFrame) -> defer.Deferred[None]:
         """Queue a frame; the Deferred fires when its last sample is on the wire."""
         if self.closed:
             return defer.fail(CallStateError("the call has ended; audio can no longer be sent"))
         samples = frame.samples
-        if frame.sample_rate != SAMPLE_RATE:
-            samples = np.clip(
-                np.round(resample(samples, frame.sample_rate, SAMPLE_RATE)), -32768, 32767
-            ).astype(np.int16)
+        if frame.sample_rate != self.sample_rate:
+            samples = self._convert(samples, frame.sample_rate)
         d: defer.Deferred[None] = defer.Deferred()
         if len(samples) == 0:
             d.callback(None)
             return d
         self._queue.append((samples, d))
         return d
+
+    def _convert(self, samples: NDArray[np.int16], rate: int) -> NDArray[np.int16]:
+        """A frame at another rate: a streaming resampler per source rate keeps a run of
+        them seamless; a length that does not convert to whole samples goes alone."""
+        resamplers = self._in_resamplers
+        if (len(samples) * self.sample_rate) % rate == 0:
+            resampler = resamplers.get(rate)
+            if resampler is None:
+                resampler = resamplers[rate] = StreamResampler(rate, self.sample_rate)
+            return resampler(samples)
+        out = resample_once(samples, rate, self.sample_rate)
+        return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
 
     @property
     def queued_samples(self) -> int:
@@ -196,21 +253,22 @@ class MediaStream:
         return d
 
     def _next_samples(self) -> NDArray[np.int16] | None:
-        """Take 160 samples from the queue (padding the tail), firing finished frames."""
+        """Take 20 ms of samples from the queue (padding the tail), firing finished frames."""
         if not self._queue:
             return None
+        size = self._frame_samples
         head, head_d = self._queue[0]
-        if self._offset == 0 and len(head) == FRAME_SAMPLES:
+        if self._offset == 0 and len(head) == size:
             # The common case: one whole 20 ms frame, no copy.
             self._queue.popleft()
             self._fire_after_send = [head_d] if head_d is not None else []
             return head
-        out = np.empty(FRAME_SAMPLES, dtype=np.int16)
+        out = np.empty(size, dtype=np.int16)
         filled = 0
         done: list[defer.Deferred[None]] = []
-        while filled < FRAME_SAMPLES and self._queue:
+        while filled < size and self._queue:
             samples, d = self._queue[0]
-            take = min(FRAME_SAMPLES - filled, len(samples) - self._offset)
+            take = min(size - filled, len(samples) - self._offset)
             out[filled : filled + take] = samples[self._offset : self._offset + take]
             filled += take
             self._offset += take
@@ -219,7 +277,7 @@ class MediaStream:
                 self._offset = 0
                 if d is not None:
                     done.append(d)
-        if filled < FRAME_SAMPLES:
+        if filled < size:
             out[filled:] = 0
         self._fire_after_send = done
         return out
@@ -251,15 +309,15 @@ class MediaStream:
         if samples is None:
             if not self.silence_when_idle:
                 self._paused = True
-                self._paused_samples += FRAME_SAMPLES
+                self._paused_samples += self._ts_step
                 return
-            samples = _SILENCE
+            samples = self._silence
         if self._paused:
             self._paused = False
             self.sender.resume(self._paused_samples)
             self._paused_samples = 0
-        payload = g711.encode(self.codec, samples)
-        self._transmit(self.sender.packetize_bytes(payload, FRAME_SAMPLES), remote, len(payload))
+        payload = self._encode(samples)
+        self._transmit(self.sender.packetize_bytes(payload, self._ts_step), remote, len(payload))
         for d in self._fire_after_send:
             d.callback(None)
         self._fire_after_send = []
@@ -272,7 +330,7 @@ class MediaStream:
             for d in self._fire_after_send:
                 d.callback(None)
         self._fire_after_send = []
-        self.sender.advance(FRAME_SAMPLES)
+        self.sender.advance(self._ts_step)
         self._paused = True
 
     def _settle_dtmf(self) -> None:
@@ -334,7 +392,7 @@ class MediaStream:
         stats.octets_received += len(payload)
         reception = self.reception
         if reception is None or reception.ssrc != ssrc:
-            reception = self.reception = ReceptionStats(ssrc)
+            reception = self.reception = ReceptionStats(ssrc, self.audio_codec.clock_rate)
         now = self.last_heard = self._now()
         self.unreachable_since = None
         reception.update(sequence, timestamp, now)
@@ -386,12 +444,32 @@ class MediaStream:
                 listener(digit)
 
     def _deliver(self, sequence: int, timestamp: int, payload: bytes) -> None:
+        if self._recover is not None:
+            last, self._last_seq = self._last_seq, sequence
+            if payload and last is not None and seq_diff(sequence, last) == 2:
+                self._conceal(sequence, timestamp, payload)
         if not payload:
             return
         if not self.receiving:
             return
-        samples = g711.decode(self.codec, payload)
-        frame = AudioFrame.trusted(samples, SAMPLE_RATE, timestamp, sequence)
+        try:
+            samples = self._decode(payload)
+        except Exception:  # a payload the codec cannot read (Opus, G.722 length)
+            self.stats.dropped_malformed += 1
+            return
+        frame = AudioFrame.trusted(samples, self.sample_rate, timestamp, sequence)
+        for listener in self.frame_listeners:
+            listener(frame)
+
+    def _conceal(self, sequence: int, timestamp: int, payload: bytes) -> None:
+        """One packet was lost just before this one: rebuild it from Opus's in-band FEC."""
+        try:
+            samples = self._recover(payload)  # type: ignore[misc]
+        except Exception:
+            return
+        self.stats.recovered += 1
+        ts = (timestamp - self._ts_step) & 0xFFFFFFFF
+        frame = AudioFrame.trusted(samples, self.sample_rate, ts, (sequence - 1) & 0xFFFF)
         for listener in self.frame_listeners:
             listener(frame)
 
@@ -441,7 +519,7 @@ class MediaStream:
                 if block.ssrc != self.sender.ssrc:
                     continue
                 self.stats.remote_fraction_lost = block.fraction_lost / 256.0
-                self.stats.remote_jitter_ms = block.jitter / 8.0
+                self.stats.remote_jitter_ms = block.jitter * self._ms_per_unit
                 rtt = round_trip_time(block, now)
                 if rtt is not None:
                     self.stats.rtt_ms = rtt * 1000.0
@@ -458,7 +536,7 @@ class MediaStream:
             blocks = (block,)
             self.stats.fraction_lost = block.fraction_lost / 256.0
             self.stats.packets_lost = block.cumulative_lost
-            self.stats.jitter_ms = block.jitter / 8.0
+            self.stats.jitter_ms = block.jitter * self._ms_per_unit
         packets: list[RtcpPacket] = []
         if self.sender.packet_count:
             packets.append(
@@ -490,7 +568,7 @@ class MediaStream:
         """Statistics now (loss and jitter from the live reception state)."""
         if self.reception is not None:
             self.stats.packets_lost = max(0, self.reception.lost)
-            self.stats.jitter_ms = self.reception.jitter / 8.0
+            self.stats.jitter_ms = self.reception.jitter * self._ms_per_unit
         jitter = self.jitter
         self.stats.duplicates = jitter.duplicates
         self.stats.late = jitter.late

@@ -1,4 +1,4 @@
-"""WAV files in and out, as the 8 kHz mono int16 audio a G.711 call carries.
+"""WAV files in and out, as the mono int16 audio a call carries (8 kHz unless asked).
 
 Why a RIFF reader of our own: the stdlib ``wave`` module reads only integer
 PCM, while prompts and recordings users hand us are often 44.1/48 kHz,
@@ -9,12 +9,8 @@ patched, so the file on disk is valid after every write (the stdlib writer
 leaves an empty file until the first frame and complains from ``__del__``
 when it is collected after its file at interpreter exit).
 
-Resampling quality: when the source rate is higher than the target, a
-Hann-windowed sinc low-pass (cut-off at 90 % of the target Nyquist) removes
-what would alias, then samples are linearly interpolated at the output
-instants. Because the filtered source is well oversampled, linear
-interpolation adds little error; this is good telephone quality, not
-mastering quality. Upsampling interpolates linearly.
+Resampling is soxr's high-quality filter (:mod:`sipd.media.resample`): a
+prompt recorded at 44.1 kHz is converted once, whole, to the call's rate.
 """
 
 from __future__ import annotations
@@ -29,6 +25,7 @@ from numpy.typing import NDArray
 
 from sipd.errors import MediaValueError, WavFormatError
 from sipd.media.frame import SAMPLE_RATE, AudioFrame, to_int16
+from sipd.media.resample import resample_once
 
 __all__ = [
     "WavWriter",
@@ -126,28 +123,8 @@ def _to_float(name: str, raw: bytes, bits: int, tag: int) -> NDArray[np.float64]
 
 
 def resample(samples: NDArray[Any], from_rate: int, to_rate: int) -> NDArray[np.float64]:
-    """Resample a 1-D signal (see the module docstring for the quality)."""
-    x = np.asarray(samples, dtype=np.float64)
-    if from_rate == to_rate or len(x) == 0:
-        return x
-    if from_rate <= 0 or to_rate <= 0:
-        raise MediaValueError(f"cannot resample from {from_rate} Hz to {to_rate} Hz")
-    if from_rate > to_rate:
-        x = _lowpass(x, 0.9 * (to_rate / 2) / from_rate)
-    n_out = round(len(x) * to_rate / from_rate)
-    positions = np.arange(n_out) * (from_rate / to_rate)
-    out: NDArray[np.float64] = np.interp(positions, np.arange(len(x)), x)
-    return out
-
-
-def _lowpass(x: NDArray[np.float64], cutoff: float) -> NDArray[np.float64]:
-    """Windowed-sinc FIR low-pass; ``cutoff`` in cycles per sample (< 0.5)."""
-    taps = int(8 / cutoff) | 1  # about 4 periods of the cut-off each side
-    taps = min(taps, 1023)
-    k = np.arange(taps) - (taps - 1) / 2
-    h = 2 * cutoff * np.sinc(2 * cutoff * k) * np.hanning(taps)
-    h /= h.sum()
-    return np.convolve(x, h, mode="same")
+    """Resample a 1-D signal with soxr (kept for callers of the old name)."""
+    return resample_once(samples, from_rate, to_rate)
 
 
 #: The data chunk's size field is 32 bits.

@@ -1,6 +1,6 @@
 """SDP (RFC 8866): the session description model, its parser and its serialiser.
 
-Sans-I/O: text in, dataclasses out, and back. Everything a UA needs for G.711 telephony
+Sans-I/O: text in, dataclasses out, and back. Everything a UA needs for RTP telephony
 is modelled (origin, connection, timing, m= lines, rtpmap, fmtp, ptime, direction); any
 other line or attribute is kept verbatim so that re-serialising a peer's SDP loses nothing.
 Extra m= lines (video, ...) are kept too, because RFC 3264 §6 makes an answer reject them
@@ -19,10 +19,12 @@ from sipd.errors import SdpError
 
 __all__ = [
     "AUDIO_PROTO",
+    "G722",
     "PCMA",
     "PCMU",
     "STATIC_PAYLOAD_TYPES",
     "TELEPHONE_EVENT",
+    "TELEPHONE_EVENT_48K",
     "Attribute",
     "Codec",
     "Connection",
@@ -89,8 +91,15 @@ class Codec:
     fmtp: str | None = None
 
     def matches(self, other: Codec) -> bool:
-        """Same encoding, whatever the (dynamic) payload type number each side picked."""
-        return self.name.casefold() == other.name.casefold() and self.clock_rate == other.clock_rate
+        """Same encoding, whatever the (dynamic) payload type number each side picked.
+
+        Name (any case), clock rate and channel count must agree, except that Opus is
+        always ``opus/48000/2`` (RFC 7587 §7) and a peer that leaves the ``/2`` out
+        still means Opus.
+        """
+        if self.name.casefold() != other.name.casefold() or self.clock_rate != other.clock_rate:
+            return False
+        return self.channels == other.channels or self.name.casefold() == "opus"
 
     def __str__(self) -> str:
         return f"{self.name}/{self.clock_rate}"
@@ -99,6 +108,10 @@ class Codec:
 PCMU = Codec(0, "PCMU", 8000)
 PCMA = Codec(8, "PCMA", 8000)
 TELEPHONE_EVENT = Codec(101, "telephone-event", 8000, fmtp="0-16")
+#: G.722: 16 kHz audio but an 8000 Hz RTP clock in SDP and timestamps (RFC 3551 §4.5.2).
+G722 = Codec(9, "G722", 8000)
+#: RFC 4733 events at Opus's 48 kHz RTP clock (events use the audio codec's clock).
+TELEPHONE_EVENT_48K = Codec(110, "telephone-event", 48000, fmtp="0-16")
 
 
 @dataclass(frozen=True, slots=True)

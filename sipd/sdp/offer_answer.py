@@ -195,7 +195,9 @@ def _answer_stream(
         )
     chosen, ours = common[0]
     # Our fmtp says what we want to receive; without one, echo the offerer's.
-    chosen = dataclasses.replace(chosen, fmtp=ours.fmtp or chosen.fmtp)
+    # Our channel count too: Opus is answered as opus/48000/2 even when the offer
+    # left the /2 out (RFC 7587 §7).
+    chosen = dataclasses.replace(chosen, fmtp=ours.fmtp or chosen.fmtp, channels=ours.channels)
     dtmf = _pick_dtmf(offered.codecs, supported, chosen.clock_rate)
     result = _result(answer, offer, offered, direction, chosen, dtmf, "offer")
     answered = [chosen] if dtmf is None else [chosen, dtmf]

@@ -400,6 +400,7 @@ class UnifiedCoordinator:
         *,
         headers: list[tuple[str, str]] | None = None,
         srtp: str | None = None,
+        codecs: list[str] | None = None,
     ) -> UnifiedSession:
         """Place a call to ``target`` (a SIP URI); returns its session at once.
 
@@ -427,6 +428,7 @@ class UnifiedCoordinator:
         )
         session.extra_headers = list(headers or ())
         session.srtp_policy = srtp or self.config.srtp
+        session.codecs = list(codecs or self.config.codecs)
         session.proxy = proxy
         self._learn_towards(session.proxy or uri)
         self.store.add(session)

@@ -20,7 +20,9 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 
 from sipd.config import SipdConfig
+from sipd.errors import MediaValueError
 from sipd.logs import Logger
+from sipd.media.codecs import find_codec
 from sipd.media.fanout import AudioSubscription, DigitQueue, WavRecorder
 from sipd.media.frame import AudioFrame
 from sipd.media.icmp import listen_udp
@@ -64,6 +66,7 @@ class MediaSession:
             jitter_depth=config.jitter_depth,
             silence_when_idle=config.silence_when_idle,
             cname=f"{config.name}@{config.contact_host}",
+            sample_rate=config.sample_rate,
         )
         self.queue = AudioSubscription()
         self.subscribers: list[AudioSubscription] = [self.queue]
@@ -114,7 +117,8 @@ class MediaSession:
 
     def record(self, path: str | os.PathLike[str]) -> defer.Deferred[None]:
         """Record received audio to ``path`` until the call ends."""
-        recorder = WavRecorder(path)
+        recorder = WavRecorder(path, self.stream.sample_rate)
+        recorder.clock_rate = self.stream.clock_rate
         if self.ended:
             recorder.close()
         else:
@@ -135,12 +139,13 @@ class MediaSession:
     def play(self, path: str | os.PathLike[str]) -> defer.Deferred[None]:
         """Queue a WAV file's audio; fires when its last frame is sent."""
         try:
-            samples = read_wav(path)
+            rate = self.stream.sample_rate
+            samples = read_wav(path, rate)
         except Exception:
             return defer.fail()
         if len(samples) == 0:
             return defer.succeed(None)
-        return self.stream.queue_audio(AudioFrame(samples))
+        return self.stream.queue_audio(AudioFrame(samples, rate))
 
     def stats(self) -> StreamStats:
         stats = self.stream.current_stats()
@@ -155,9 +160,14 @@ class MediaSession:
         codec = negotiation.codec
         stream = self.stream
         if codec is not None:
-            stream.codec = codec.name.upper()
+            spec = find_codec(codec.name, codec.clock_rate)
+            if spec is None:  # negotiated from our own list, so only a bug gets here
+                raise MediaValueError(f"negotiated codec {codec} has no implementation")
+            stream.set_codec(spec)
             stream.payload_type = codec.payload_type
             stream.sender.payload_type = codec.payload_type
+            for recorder in self.recorders:
+                recorder.clock_rate = spec.clock_rate
         stream.dtmf_payload_type = negotiation.telephone_event_pt
         self._key(negotiation.srtp)
         if negotiation.telephone_event_pt is not None:

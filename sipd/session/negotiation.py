@@ -14,9 +14,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from sipd.errors import SdpError
+from sipd.media.codecs import AudioCodec, codec_by_name
 from sipd.sdp import (
-    PCMA,
-    PCMU,
     TELEPHONE_EVENT,
     Codec,
     Direction,
@@ -29,6 +28,7 @@ from sipd.sdp import (
     process_answer,
 )
 from sipd.sdp.crypto import NegotiatedSrtp
+from sipd.sdp.model import TELEPHONE_EVENT_48K
 
 __all__ = [
     "Answered",
@@ -40,9 +40,11 @@ __all__ = [
     "offer_is_hold",
     "read_answer",
     "same_session",
+    "sdp_codec",
 ]
 
-_CODECS = {"PCMU": PCMU, "PCMA": PCMA}
+#: telephone-event for each RTP clock rate a codec of ours uses (RFC 4733 §2.1).
+_EVENTS = {8000: TELEPHONE_EVENT, 48000: TELEPHONE_EVENT_48K}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +70,23 @@ class Answered:
     result: NegotiationResult
 
 
-def codecs_for(names: list[str], dtmf: bool) -> tuple[Codec, ...]:
-    """Our codecs in preference order, with telephone-event when DTMF is on."""
-    codecs = [_CODECS[name.upper()] for name in names]
+def sdp_codec(codec: AudioCodec) -> Codec:
+    """How ``codec`` is written in our SDP: payload type, rtpmap and fmtp."""
+    return Codec(codec.payload_type, codec.name, codec.clock_rate, codec.channels, codec.fmtp)
+
+
+def codecs_for(names: list[str] | tuple[str, ...], dtmf: bool) -> tuple[Codec, ...]:
+    """Our codecs in preference order (names in any case), with telephone-event when DTMF
+    is on, at every RTP clock rate they use (8000, and 48000 for Opus).
+
+    Names were checked by the config (or by ``call(codecs=...)``); an unknown one raises
+    :class:`~sipd.errors.MediaValueError` listing the choices.
+    """
+    audio = list(dict.fromkeys(codec_by_name(name) for name in names))
+    codecs = [sdp_codec(codec) for codec in audio]
     if dtmf:
-        codecs.append(TELEPHONE_EVENT)
+        rates = dict.fromkeys(codec.clock_rate for codec in audio)
+        codecs += [_EVENTS[rate] for rate in rates if rate in _EVENTS]
     return tuple(codecs)
 
 

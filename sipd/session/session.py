@@ -116,6 +116,8 @@ class UnifiedSession:
         #: This call's SRTP policy ("off", "optional", "required"): the UA's unless
         #: the call was placed with its own.
         self.srtp_policy: str = services.config.srtp
+        #: This call's codec preference: the UA's unless the call was placed with its own.
+        self.codecs: list[str] = list(services.config.codecs)
         #: The InviteDetails of an incoming call (what the handler saw).
         self.invite: Any = None
         self.local_sdp: SessionDescription | None = None
@@ -455,7 +457,7 @@ class UnifiedSession:
         return media.digits.try_get() if media is not None else None
 
     def play_wav(self, path: str | os.PathLike[str]) -> defer.Deferred[None]:
-        """Send a WAV file's audio (converted to 8 kHz mono); fires when sent."""
+        """Send a WAV file's audio (converted to mono at the UA's sample_rate); fires when sent."""
         try:
             return self._media_session().play(path)
         except CallStateError:
@@ -547,7 +549,7 @@ class UnifiedSession:
         return SdpContext(
             host=config.contact_host,
             port=media.port,
-            codecs=codecs_for(config.codecs, config.dtmf),
+            codecs=codecs_for(self.codecs, config.dtmf),
             session_id=self.sdp_session_id,
             session_version=self.sdp_version,
             srtp=self.srtp_policy,

@@ -115,7 +115,7 @@ def test_an_unknown_handler_name_lists_the_known_ones(tmp_path: Path) -> None:
     assert result.returncode != 0, output
     assert (
         f"{config}:2: handler.name: unknown handler 'acme' "
-        "(known handlers: echo, ivr, queue, reject)"
+        "(known handlers: echo, ivr, queue, reject, stream)"
     ) in output, output
 
 
@@ -127,4 +127,4 @@ def test_the_known_handlers_list_includes_installed_plugins(tmp_path: Path) -> N
     result = _twistd(tmp_path, config, [thirdparty])
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
-    assert "(known handlers: acme, echo, ivr, queue, reject)" in output, output
+    assert "(known handlers: acme, echo, ivr, queue, reject, stream)" in output, output

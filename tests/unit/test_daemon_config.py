@@ -80,7 +80,7 @@ def test_the_shipped_default_file_holds_the_built_in_defaults() -> None:
             "handler:\n  name: nope\n",
             2,
             "handler.name",
-            "unknown handler 'nope' (known handlers: echo, ivr, queue, reject)",
+            "unknown handler 'nope' (known handlers: echo, ivr, queue, reject, stream)",
         ),
         ("sip:\n  listen: 127.0.0.1:5060\n  listen: 127.0.0.1:5061\n", 3, "sip.listen", "twice"),
     ],

@@ -165,7 +165,8 @@ def test_resample_identity_and_length() -> None:
     x = np.arange(100, dtype=np.float64)
     np.testing.assert_array_equal(resample(x, 8000, 8000), x)
     assert len(resample(x, 8000, 16000)) == 200
-    np.testing.assert_allclose(resample(x, 8000, 16000)[:5], [0, 0.5, 1, 1.5, 2])
+    # soxr's band-limited filter: away from the edges a ramp stays a ramp.
+    np.testing.assert_allclose(resample(x, 8000, 16000)[80:85], [40, 40.5, 41, 41.5, 42], atol=0.05)
 
 
 # --- writing -------------------------------------------------------------------
