@@ -564,10 +564,13 @@ class DialogAdapter(InDialogRequests):
         session owns yet (the handler is still deciding) is dropped as a
         cancelled one would be.
         """
+        leg = self._uas_legs.get(txn)
+        sent = txn.last_status
+        if (leg is None or leg.ended) and sent is not None and 200 <= sent < 300:
+            return  # a 2xx whose call is over already: nothing is lost
         self._send_warnings.warn(
             "could not send response to {dest}: {error}", dest=txn.dest, error=error
         )
-        leg = self._uas_legs.get(txn)
         if leg is None or leg.ended:
             return
         self._stop_ok(leg)

@@ -75,6 +75,9 @@ __all__ = [
     "transport_of",
 ]
 
+#: Server transaction states in which a lost connection still matters to the TU.
+_STILL_ANSWERING = frozenset({ServerState.TRYING, ServerState.PROCEEDING, ServerState.ACCEPTED})
+
 _log = Logger()
 
 
@@ -388,15 +391,20 @@ class TransactionLayer:
 
         Client transactions sent there fail at once with ``error`` (their TU
         sees a transport error, not a timeout 64*T1 later); server transactions
-        whose responses would go there end, and their TU is told.
+        whose responses would go there end, and their TU is told when a
+        response was still to come (Trying, Proceeding) or a 2xx awaits its
+        ACK (Accepted). One that has sent its final response just ends: the
+        peer closing a connection after its transactions is normal.
         """
         kind = transport_of(addr)
         failed = [c for c in self._clients.values() if c.dest == addr]
         for client in [c for c in failed if transport_of(c.dest) == kind]:
             client.transport_failed(error)
         for server in [t for t in self._servers.values() if t.dest == addr]:
+            pending = server.state in _STILL_ANSWERING
             server.terminate()
-            self.tu.server_transport_error(server, error)
+            if pending:
+                self.tu.server_transport_error(server, error)
 
     # -- called by the transactions ----------------------------------------------
     def _rekey(self, txn: ClientTransaction, old_key: tuple[str, str]) -> None:

@@ -108,3 +108,30 @@ async def test_a_tls_server_with_another_name_fails_the_call_at_once_with_the_re
     with pytest.raises(CallTransportError, match=reason):
         await within(call.wait_for_answer(), 5)
     assert bob.try_incoming() is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_caller_closing_its_connection_after_its_calls_is_not_an_error(
+    peers: PeerFactory,
+) -> None:
+    """Finished transactions on a connection the peer closes just end: no warnings."""
+    from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+
+    lines: list[str] = []
+
+    def observer(event: LogEvent) -> None:
+        lines.append(formatEvent(event))
+
+    alice = await peers("alice", transport="tcp")
+    bob = await peers("bob", transport="tcp")
+    for _ in range(3):
+        await talk(alice, bob)
+    globalLogPublisher.addObserver(observer)
+    try:
+        await within(alice.close(), 5)
+        stream = bob.coordinator.transports.stream
+        assert stream is not None
+        assert await eventually(lambda: stream.connection_count == 0, 5)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert not [line for line in lines if "could not send" in line], lines
