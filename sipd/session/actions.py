@@ -53,14 +53,33 @@ def _row_error(s: UnifiedSession, event: object) -> CallError:
         return CallFailed(f"call with {s.remote_uri} failed on {type(event).__name__}")
     context = s.error_context()
     context["detail"] = _negotiation_error(s, event)
+    context["warning"] = _peer_warning(event)
     return build_error(spec, event, context)
+
+
+def _peer_warning(event: object) -> str:
+    """The text of a final response's Warning header (RFC 3261 §20.43) as " (text)".
+
+    A 488's Warning is where the callee says why (sipd writes the SDP or SRTP
+    problem there); '' when the event has no response or the response none.
+    """
+    response = getattr(event, "response", None)
+    if not isinstance(response, Response):
+        return ""
+    value = response.headers.get("Warning")
+    if not value:
+        return ""
+    _, quote, rest = value.partition('"')
+    text = rest.rpartition('"')[0] if quote else value
+    text = "".join(c for c in text if c.isprintable()).strip()[:200]
+    return f" ({text})" if text else ""
 
 
 def _negotiation_error(s: UnifiedSession, event: object) -> str:
     """Why negotiating this event's SDP failed, for error texts ('' if it did not)."""
     if isinstance(event, ev.Answered):
         result: object = answer_to_2xx(s, event)
-    elif isinstance(event, ev.Accept):
+    elif isinstance(event, ev.Accept | ev.IncomingCall):
         result = offer_answer(s, event)
     else:
         return ""

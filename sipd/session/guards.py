@@ -49,7 +49,7 @@ def offer_answer(s: UnifiedSession, event: object) -> Answered | SdpError | None
         body = sdp_body(request) if request is not None else None
         if not body:
             return None
-        return answer_offer(body, s.sdp_context())
+        return answer_offer(body, s.sdp_context(unbound=True))
 
     return s.memo("offer", event, compute)
 
@@ -127,6 +127,10 @@ def _offer_acceptable(s: UnifiedSession, event: object) -> bool:
     return not isinstance(offer_answer(s, event), SdpError)
 
 
+def _offer_unusable(s: UnifiedSession, event: object) -> bool:
+    return isinstance(offer_answer(s, event), SdpError)
+
+
 def _handler_answers(s: UnifiedSession, event: ev.IncomingCall) -> bool:
     return not event.offer
 
@@ -181,6 +185,7 @@ GUARDS: dict[str, Callable[[UnifiedSession, Any], bool]] = {
     "AnswerAcceptable": _answer_acceptable,
     "OfferAcceptable": _offer_acceptable,
     "HandlerAnswers": _handler_answers,
+    "OfferUnusable": _offer_unusable,
     "AckAnswerUsable": _ack_answer_usable,
     "RedirectAllowed": _redirect_allowed,
     "RequestTerminated": _request_terminated,

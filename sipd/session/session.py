@@ -542,13 +542,20 @@ class UnifiedSession:
         return ev.event_type(event)()
 
     # -- helpers for guards and actions -------------------------------------------------------
-    def sdp_context(self) -> SdpContext:
-        """Our side of an SDP negotiation: media address, codecs, o= line numbers."""
-        media = self._media_session()
+    def sdp_context(self, *, unbound: bool = False) -> SdpContext:
+        """Our side of an SDP negotiation: media address, codecs, o= line numbers.
+
+        ``unbound``: the call has no RTP port yet (an INVITE checked before media
+        is allocated); port 9 (discard) stands in, since only whether the offer
+        can be answered is wanted, never the SDP itself.
+        """
+        media = self.media_port.media
+        if media is None and not unbound:
+            media = self._media_session()  # raises, naming the call
         config = self.config
         return SdpContext(
             host=config.contact_host,
-            port=media.port,
+            port=9 if media is None else media.port,
             codecs=codecs_for(self.codecs, config.dtmf),
             session_id=self.sdp_session_id,
             session_version=self.sdp_version,

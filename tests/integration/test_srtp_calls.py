@@ -14,7 +14,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from sipd import CallFailed, CallRejected, CallStateError, SimplePeer
+from sipd import CallRejected, CallStateError, SimplePeer
 from sipd.api.call import Call
 from sipd.media.srtp import SrtpContext
 from sipd.media.tones import ToneGenerator, dominant_frequency
@@ -126,16 +126,14 @@ async def test_a_per_call_policy_overrides_the_peers(peers: PeerFactory, tmp_pat
 
 
 async def _refused(alice: SimplePeer, bob: SimplePeer, reason: str) -> None:
-    """alice's call is answered 488 when bob accepts it; bob's accept() says why."""
+    """alice's call is answered 488 at once, the reason in its Warning (and so in
+    alice's error); bob's application never sees the call."""
     call = await within(alice.call(bob.uri), 5)
-    incoming = await within(bob.wait_for_incoming(), 5)
-    accepted = incoming.accept()
     with pytest.raises(CallRejected) as rejected:
         await within(call.wait_for_answer(), 5)
-    assert rejected.value.status == 488
-    with pytest.raises(CallFailed) as failed:
-        await within(accepted, 5)
-    assert failed.value.status == 488 and reason in str(failed.value)
+    assert rejected.value.status == 488 and reason in str(rejected.value), rejected.value
+    assert call.state_path[-2:] == ["Calling", "Failed"], call.state_path  # no ringing
+    assert bob.try_incoming() is None and not bob.active_calls()
 
 
 @pytest_twisted.ensureDeferred
