@@ -40,6 +40,26 @@ class Options(usage.Options):
             None,
             "Seconds to wait for calls to end on stop (overrides shutdown.grace).",
         ],
+        [
+            "drain",
+            None,
+            None,
+            "On stop, first refuse new calls (OPTIONS and INVITE 503) and wait up to this "
+            "many seconds for calls to end by themselves (default 0; 30 with --workers).",
+        ],
+        ["outbound-proxy", None, None, "Send outgoing calls via this proxy (sip:HOST:PORT)."],
+        [
+            "workers",
+            None,
+            None,
+            "Run N worker daemons on SIP ports PORT..PORT+N-1 behind Kamailio (docs/cluster.md).",
+        ],
+        [
+            "dispatcher-list",
+            None,
+            "dispatcher.list",
+            "With --workers: where to write Kamailio's dispatcher list.",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -70,6 +90,8 @@ class Options(usage.Options):
             if not os.path.exists(self["state-table"]):
                 raise ConfigError(f"--state-table: file {self['state-table']!r} does not exist")
             changes["state_table_path"] = os.path.abspath(self["state-table"])
+        if self["outbound-proxy"]:
+            changes["outbound_proxy"] = self["outbound-proxy"]
         if changes:
             try:
                 cfg.sip = sip.replace(**changes)
@@ -78,6 +100,7 @@ class Options(usage.Options):
                 names = str(exc).partition(": ")[0].split("/")
                 options = {"media_port_min": "--media-ports", "media_port_max": "--media-ports"}
                 options.update(host="--listen", port="--listen", state_table_path="--state-table")
+                options.update(outbound_proxy="--outbound-proxy")
                 given = sorted({options.get(n, n) for n in names})
                 raise ConfigError(f"{', '.join(given)}: {str(exc).partition(': ')[2]}") from None
         if self["handler"]:
@@ -99,6 +122,12 @@ class Options(usage.Options):
                 cfg.grace = float(self["grace"])
             except ValueError:
                 raise ConfigError(f"--grace: {self['grace']!r} is not a number") from None
+        for key in ("drain", "workers"):
+            if self[key] is not None:
+                try:
+                    self[key] = int(self[key]) if key == "workers" else float(self[key])
+                except ValueError:
+                    raise ConfigError(f"--{key}: {self[key]!r} is not a number") from None
         find_handler_factory(cfg.handler)  # unknown names fail here, before binding
         return cfg
 
@@ -171,6 +200,8 @@ def _check_free(kind: str, host: str, port: int) -> None:
 def makeService(options: Options) -> service.MultiService:
     """The SIP service (which also serves /status and /metrics unless HTTP is off)."""
     cfg: DaemonConfig = options["daemon_config"]
+    if options["workers"] is not None:
+        return _workers_service(options, cfg)
     _check_free("SIP", cfg.sip.host, cfg.sip.port)
     if cfg.sip.transport != "udp":
         # The stream transport listens on the SIP port number too (TCP).
@@ -189,6 +220,44 @@ def makeService(options: Options) -> service.MultiService:
         raise SystemExit(f"twistd sipd: {where}: {exc}") from None
     except StateTableError as exc:
         raise SystemExit(f"twistd sipd: state_table: {exc}") from None
-    sipd_service.setServiceParent(top)
+    if options["drain"]:
+        from sipd.daemon.drain import Draining
+
+        Draining(sipd_service, options["drain"]).setServiceParent(top)
+    else:
+        sipd_service.setServiceParent(top)
+    _GracefulTerm().setServiceParent(top)
+    return top
+
+
+def _workers_service(options: Options, cfg: DaemonConfig) -> service.MultiService:
+    """``--workers N``: a supervisor of N ``twistd sipd`` children (sipd/daemon/workers.py)."""
+    from sipd.daemon.workers import WorkerSupervisor, plan_workers
+
+    sip = cfg.sip
+    try:
+        plans = plan_workers(
+            options["workers"],
+            sip.host,
+            sip.port,
+            None if cfg.http_host is None else (cfg.http_host, cfg.http_port),
+            sip.media_port_min,
+            sip.media_port_max,
+        )
+    except ConfigError as exc:
+        raise SystemExit(f"twistd sipd: {exc}") from None
+    for plan in plans:
+        _check_free("SIP", plan.host, plan.port)
+        if plan.http is not None:
+            _check_free("HTTP", *plan.http)
+    drain = 30.0 if options["drain"] is None else options["drain"]
+    args: list[str] = ["--drain", str(drain), "--grace", str(cfg.grace)]
+    for key in ("config", "handler", "state-table", "outbound-proxy"):
+        if options[key]:
+            value = options[key]
+            args += [f"--{key}", os.path.abspath(value) if key == "config" else value]
+    top = service.MultiService()
+    supervisor = WorkerSupervisor(plans, args, options["dispatcher-list"], drain + cfg.grace + 10)
+    supervisor.setServiceParent(top)
     _GracefulTerm().setServiceParent(top)
     return top
