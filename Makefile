@@ -11,9 +11,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sipd-installed
 DEB_PACKAGES := sip-tester nftables kamailio kamailio-tls-modules baresip-core dnsmasq-base
 DEB_PACKAGES += libopus0
+# Captures: the tests read sipd's pcap files with tshark and sngrep (also its HEP collector).
+DEB_PACKAGES += tshark sngrep
+# The console's browser tests and screenshots (docs/console.md) run headless Chromium.
+DEB_PACKAGES += chromium
 PYTEST_ARGS ?=
 
-.PHONY: test lint typecheck pytest sysdeps venv bench clean demo
+.PHONY: test lint typecheck pytest sysdeps venv bench clean demo cluster
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +51,7 @@ sysdeps:
 	    [ $$tries -gt 1 ] || echo "apt is busy (another apt or dpkg runs); waiting for its lock"; \
 	    sleep 5; \
 	  done; \
+	  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections; \
 	  $(APT_GET) install -y -qq $$missing; \
 	fi
 
@@ -78,3 +83,38 @@ bench: venv sysdeps
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis output
+
+# A local cluster (docs/cluster.md): Kamailio on CLUSTER_PROXY in front of
+# CLUSTER_WORKERS sipd workers (twistd sipd --workers, settings in
+# etc/kamailio/sipd-worker.yaml). Runs in the foreground; Ctrl-C (or
+# `kill <the PIDs it prints>`) stops both, the workers draining first.
+CLUSTER_WORKERS ?= 2
+CLUSTER_PROXY ?= 127.0.0.1:5060
+CLUSTER_WORKER_LISTEN ?= 127.0.0.1:5071
+CLUSTER_RPC ?= 127.0.0.1:5069
+CLUSTER_RUN ?= /tmp/sipd-cluster
+cluster: venv
+	@run="$(CLUSTER_RUN)"; mkdir -p "$$run"; rm -f "$$run/dispatcher.list"; \
+	$(PY) -c "import sys; from twisted.scripts.twistd import run; sys.exit(run())" -n --pidfile= \
+	  sipd --config etc/kamailio/sipd-worker.yaml --workers $(CLUSTER_WORKERS) \
+	  --listen $(CLUSTER_WORKER_LISTEN) --outbound-proxy sip:$(CLUSTER_PROXY) \
+	  --dispatcher-list "$$run/dispatcher.list" & sipd=$$!; \
+	for i in $$(seq 100); do [ -s "$$run/dispatcher.list" ] && break; sleep 0.1; done; \
+	[ -s "$$run/dispatcher.list" ] || { kill -TERM $$sipd; wait $$sipd; exit 1; }; \
+	/usr/sbin/kamailio -f etc/kamailio/kamailio.cfg -DD -E -l udp:$(CLUSTER_PROXY) \
+	  -A "DS_LIST=\"$$run/dispatcher.list\"" -A "RPC_SOCKET=\"udp:$(CLUSTER_RPC)\"" \
+	  -A "CTL_SOCKET=\"unix:$$run/kamailio_ctl\"" -Y "$$run" -P "$$run/kamailio.pid" -w "$$run" \
+	  2>"$$run/kamailio.log" & kam=$$!; \
+	echo "cluster: Kamailio (pid $$kam, log $$run/kamailio.log) on $(CLUSTER_PROXY) ->" \
+	  "$(CLUSTER_WORKERS) sipd workers (supervisor pid $$sipd) from $(CLUSTER_WORKER_LISTEN)"; \
+	echo "cluster: stop with Ctrl-C, or: kill $$sipd $$kam;" \
+	  "workers: kamcmd -s unix:$$run/kamailio_ctl dispatcher.list"; \
+	trap 'kill -TERM $$sipd $$kam 2>/dev/null' INT TERM; \
+	wait $$sipd; kill -TERM $$kam 2>/dev/null; wait $$kam; true
+
+# The console's screenshots in docs/img (docs/console.md), taken by its browser test
+# against a real daemon with live calls; never edited by hand.
+.PHONY: console-screenshots
+console-screenshots: venv sysdeps
+	SIPD_SCREENSHOTS=$(CURDIR)/docs/img $(VENV)/bin/pytest -q \
+	  tests/integration/test_console.py::test_the_console_shows_live_calls_ladders_and_redacted_captures

@@ -40,6 +40,8 @@ setup(
         "opuslib-next>=1.3.1",
         # Voice bots: the WebSocket client (and the tests' bot server).
         "autobahn>=26.11",
+        # /metrics: the exposition, process and GC metrics.
+        "prometheus_client>=0.26",
     ],
     extras_require={
         "test": [

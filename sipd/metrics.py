@@ -1,17 +1,53 @@
-"""Process-wide counters and gauges, rendered in the Prometheus text format.
+"""Process-wide counters, gauges and histograms, the store behind ``/metrics``.
 
 Kept deliberately small: a counter is a dict entry keyed by name and label
-values, so incrementing one on the hot path costs one dict update.
+values, so incrementing one on the hot path costs one dict update, and a
+histogram observation is one bisect and two additions. Nothing here knows
+Prometheus' client library: the daemon reads this store when it is scraped
+(:mod:`sipd.daemon.exposition`), and :meth:`Metrics.render` writes the text
+format for library users without the daemon.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
-__all__ = ["Metrics"]
+__all__ = ["Histogram", "Metrics", "MetricsSnapshot"]
 
 Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Cumulative-on-read bucket counts: ``counts[i]`` observations fell in bucket ``i``
+    (``<= bounds[i]``; the last slot is ``+Inf``)."""
+
+    help: str
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    sum: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations at or below it), ``inf`` last."""
+        rows, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            rows.append((bound, running))
+        return rows
 
 
 class Metrics:
@@ -21,6 +57,7 @@ class Metrics:
         self._counters: dict[tuple[str, Labels], float] = defaultdict(float)
         self._help: dict[str, str] = {}
         self._gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self._histograms: dict[str, Histogram] = {}
 
     def describe(self, name: str, help_text: str) -> None:
         """Attach a HELP line to a counter."""
@@ -44,6 +81,36 @@ class Metrics:
         """Register a gauge whose value is read when metrics are rendered."""
         self._gauges[name] = (help_text, read)
 
+    def histogram(self, name: str, help_text: str, buckets: Sequence[float]) -> None:
+        """Declare a histogram with these upper bounds (kept if already declared)."""
+        if name not in self._histograms:
+            self._histograms[name] = Histogram(help_text, tuple(sorted(buckets)))
+
+    def observe(self, name: str, value: float) -> None:
+        """Count ``value`` in the histogram ``name`` (ignored if never declared)."""
+        histogram = self._histograms.get(name)
+        if histogram is not None:
+            histogram.observe(value)
+
+    def histograms(self) -> dict[str, Histogram]:
+        """The declared histograms by name (live objects: copy before another thread reads)."""
+        return self._histograms
+
+    def snapshot(self) -> MetricsSnapshot:
+        """Every counter, gauge (read now) and histogram, copied at once.
+
+        Taken on the reactor thread, it can then be rendered anywhere (the
+        ``/metrics`` resource formats it on a thread of the reactor's pool).
+        """
+        return MetricsSnapshot(
+            counters=dict(self._counters),
+            help=dict(self._help),
+            gauges={name: (text, float(read())) for name, (text, read) in self._gauges.items()},
+            histograms={
+                name: (h.help, h.cumulative(), h.sum) for name, h in self._histograms.items()
+            },
+        )
+
     def render(self) -> str:
         """The Prometheus text exposition format (version 0.0.4)."""
         lines: list[str] = []
@@ -60,7 +127,26 @@ class Metrics:
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} gauge")
             lines.append(f"{name} {_num(read())}")
+        for name, histogram in sorted(self._histograms.items()):
+            lines.append(f"# HELP {name} {histogram.help}")
+            lines.append(f"# TYPE {name} histogram")
+            for bound, count in histogram.cumulative():
+                le = "+Inf" if bound == float("inf") else repr(float(bound))
+                lines.append(f'{name}_bucket{{le="{le}"}} {count}')
+            lines.append(f"{name}_sum {_num(histogram.sum)}")
+            lines.append(f"{name}_count {histogram.count}")
         return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSnapshot:
+    """A copy of a :class:`Metrics` store at one moment (see :meth:`Metrics.snapshot`)."""
+
+    counters: dict[tuple[str, Labels], float]
+    help: dict[str, str]
+    gauges: dict[str, tuple[str, float]]
+    #: name -> (help, cumulative buckets, sum)
+    histograms: dict[str, tuple[str, list[tuple[float, int]], float]]
 
 
 def _labels(labels: Labels) -> str:

@@ -20,6 +20,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from sipd import TlsConfig
 from sipd.config import SRTP_POLICIES, TRANSPORTS, SipdConfig
+from sipd.daemon.console_config import ConsoleConfig, HepConfig, parse_console
 from sipd.errors import ConfigError
 from sipd.handlers import find_handler_factory
 from sipd.logs import LEVELS
@@ -44,6 +45,8 @@ class DaemonConfig:
     log_level: str = "info"
     #: The registrar, when the ``registrar`` section is present.
     registrar: RegistrarConfig | None = None
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    hep: HepConfig | None = None  # ``hep:`` (sipd.daemon.console_config)
 
     @property
     def transports(self) -> list[str]:
@@ -334,23 +337,8 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
     if root is None:
         return cfg
     c = _Checker(source)
-    top = c.mapping(
-        root,
-        "",
-        {
-            "sip",
-            "timers",
-            "media",
-            "state_table",
-            "handler",
-            "http",
-            "shutdown",
-            "registrar",
-            "log",
-            "overload",
-            "tls",
-        },
-    )
+    sections = "sip timers media state_table handler http shutdown registrar log overload tls"
+    top = c.mapping(root, "", {*sections.split(), "console", "hep"})
     sip: dict[str, Any] = {}
     where: dict[str, tuple[Node, str]] = {}
     base_dir = os.path.dirname(os.path.abspath(source)) if os.path.exists(source) else os.getcwd()
@@ -532,6 +520,7 @@ def parse_config(text: str, source: str = "<string>") -> DaemonConfig:
         cfg.log_level = value
 
     each("log", {"level": level})
+    parse_console(c, top, cfg)  # console: and hep:, and the console's bind rule
 
     if "registrar" in top:
         reg = RegistrarConfig()

@@ -1,11 +1,12 @@
-"""``GET /status`` (JSON) and ``GET /metrics`` (Prometheus text) over twisted.web."""
+"""``GET /status`` (JSON), ``GET /metrics`` (Prometheus text) and the console, over twisted.web."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 
 __all__ = ["StatusSource", "build_site_root"]
 
@@ -17,8 +18,8 @@ class StatusSource(Protocol):
         """The JSON object ``GET /status`` returns."""
         ...
 
-    def metrics_text(self) -> str:
-        """The Prometheus text ``GET /metrics`` returns."""
+    def metrics_resource(self) -> IResource:
+        """The resource ``GET /metrics`` is (prometheus_client's, see sipd.daemon.exposition)."""
         ...
 
 
@@ -34,21 +35,13 @@ class _Status(Resource):
         return json.dumps(self.service.status(), indent=2).encode("utf-8")
 
 
-class _Metrics(Resource):
-    isLeaf = True
-
-    def __init__(self, service: StatusSource) -> None:
-        super().__init__()
-        self.service = service
-
-    def render_GET(self, request: Any) -> bytes:
-        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
-        return self.service.metrics_text().encode("utf-8")
-
-
-def build_site_root(service: StatusSource) -> Resource:
-    """The resource tree: ``/status`` and ``/metrics``."""
+def build_site_root(
+    service: StatusSource, console: Callable[[Resource], None] | None = None
+) -> Resource:
+    """The resource tree: ``/status`` and ``/metrics``; ``console`` adds the console's."""
     root = Resource()
+    if console is not None:
+        console(root)  # /, /api/calls, /calls/<id>, /calls/<id>.pcap (sipd.console.web)
     root.putChild(b"status", _Status(service))
-    root.putChild(b"metrics", _Metrics(service))
+    root.putChild(b"metrics", service.metrics_resource())
     return root

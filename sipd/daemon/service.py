@@ -16,6 +16,8 @@ from twisted.internet import defer
 
 from sipd import CallDirection, Registrar, UnifiedCoordinator, UnifiedSession, __version__
 from sipd.daemon.config import DaemonConfig
+from sipd.daemon.console_wiring import build_console, console_resources, start_console
+from sipd.daemon.exposition import build_registry
 from sipd.handlers import find_handler_factory
 from sipd.handlers.routing import RoutingHandler
 from sipd.logs import Logger, set_level
@@ -25,6 +27,12 @@ from sipd.runtime import tune_collector
 __all__ = ["SipdService"]
 
 _log = Logger(namespace="sipd")
+
+#: Upper bounds of the daemon's histograms (seconds, or a share of packets).
+SETUP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+TICK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1)
+LOSS_BUCKETS = (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+JITTER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
 
 
 def _direction(session: UnifiedSession) -> str:
@@ -76,6 +84,8 @@ class SipdService(service.Service):
             "Calls currently set up or in progress",
             lambda: len(self.coordinator.sessions()),
         )
+        self._instrument()
+        self.console, self.console_live = build_console(self)
 
     def _describe_metrics(self) -> None:
         m = self.metrics
@@ -91,12 +101,37 @@ class SipdService(service.Service):
         m.describe("sipd_rtp_packets_received_total", "RTP packets received by ended calls")
         m.describe("sipd_rtp_packets_lost_total", "RTP packets lost (RTCP A.3) on ended calls")
 
+    def _instrument(self) -> None:
+        """The gauges and histograms only the daemon keeps, and its Prometheus registry."""
+        m = self.metrics
+        m.gauge("sipd_rtp_jitter_ms", "Mean interarrival jitter of active calls", self._jitter)
+        m.histogram("sipd_call_setup_seconds", "INVITE to 200 of answered calls", SETUP_BUCKETS)
+        m.histogram("sipd_call_loss_ratio", "Share of RTP lost per call, at hang-up", LOSS_BUCKETS)
+        m.histogram("sipd_call_jitter_seconds", "RTP jitter per call, at hang-up", JITTER_BUCKETS)
+        m.histogram("sipd_media_tick_seconds", "Time one media clock wake-up took", TICK_BUCKETS)
+
+        def tick(seconds: float) -> None:
+            m.observe("sipd_media_tick_seconds", seconds)
+
+        self.coordinator.media.clock_loop.on_tick = tick
+        #: What ``GET /metrics`` serves: this daemon's store, process and GC collectors.
+        self.prometheus = build_registry(m, self.coordinator.reactor)
+
+    def _jitter(self) -> float:
+        jitters = [
+            float(j)
+            for s in self.coordinator.sessions()
+            if isinstance(j := s.stats().get("jitter_ms"), int | float)
+        ]
+        return sum(jitters) / len(jitters) if jitters else 0.0
+
     # -- service ----------------------------------------------------------------------
     def startService(self) -> None:
         set_level(self.config.log_level)
         # This process is ours: keep the collector's full passes rare and short.
         tune_collector()
         self.coordinator.start()
+        start_console(self)
         config = self.config
         if config.http_host is not None:
             # Owned here rather than by a sibling service so that /status and
@@ -106,9 +141,8 @@ class SipdService(service.Service):
             from sipd.daemon.http import build_site_root
 
             reactor = self.coordinator.reactor
-            self._http = reactor.listenTCP(
-                config.http_port, Site(build_site_root(self)), interface=config.http_host
-            )
+            root = build_site_root(self, console_resources(self))
+            self._http = reactor.listenTCP(config.http_port, Site(root), interface=config.http_host)
         self.started_at = time.time()
         # UDP alone keeps the line it always had; a stream transport is named in it.
         transports = config.transports
@@ -134,6 +168,7 @@ class SipdService(service.Service):
         d = self.coordinator.close(self.config.grace)
 
         def stop_http(result: object) -> object:
+            self.console_live.stop()  # after the calls' BYEs were recorded
             port, self._http = self._http, None
             if port is not None:
                 return port.stopListening()
@@ -152,6 +187,7 @@ class SipdService(service.Service):
             value = stats.get(key)
             if isinstance(value, int) and value > 0:
                 self.metrics.inc(metric, value)
+        self._observe_call(session, stats)
         failure = session.failure
         _log.info(
             "CDR call_id={call_id} direction={direction} remote={remote} outcome={outcome} "
@@ -165,6 +201,17 @@ class SipdService(service.Service):
             duration=session.duration,
             path="->".join(session.path),
         )
+
+    def _observe_call(self, session: UnifiedSession, stats: dict[str, Any]) -> None:
+        m = self.metrics
+        if session.answered_at is not None:
+            m.observe("sipd_call_setup_seconds", session.answered_at - session.created_at)
+        received, lost = stats.get("packets_received"), stats.get("packets_lost")
+        if isinstance(received, int) and isinstance(lost, int) and received + max(lost, 0) > 0:
+            m.observe("sipd_call_loss_ratio", max(lost, 0) / (received + max(lost, 0)))
+            jitter = stats.get("jitter_ms")
+            if isinstance(jitter, int | float):
+                m.observe("sipd_call_jitter_seconds", jitter / 1000.0)
 
     def status(self) -> dict[str, Any]:
         """What ``GET /status`` returns."""
@@ -206,14 +253,13 @@ class SipdService(service.Service):
         }
 
     def metrics_text(self) -> str:
-        """What ``GET /metrics`` returns (live jitter included)."""
-        jitters = [
-            float(j)
-            for s in self.coordinator.sessions()
-            if isinstance(j := s.stats().get("jitter_ms"), int | float)
-        ]
-        text = self.metrics.render()
-        text += "# HELP sipd_rtp_jitter_ms Mean interarrival jitter of active calls\n"
-        text += "# TYPE sipd_rtp_jitter_ms gauge\n"
-        text += f"sipd_rtp_jitter_ms {sum(jitters) / len(jitters) if jitters else 0.0}\n"
-        return text
+        """What ``GET /metrics`` returns, in the Prometheus text format."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.prometheus).decode("utf-8")
+
+    def metrics_resource(self) -> Any:
+        """The ``/metrics`` resource: prometheus_client's, reading :attr:`prometheus`."""
+        from sipd.daemon.exposition import metrics_resource
+
+        return metrics_resource(self.prometheus, self.coordinator.reactor)

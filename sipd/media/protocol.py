@@ -12,6 +12,8 @@ times as slots were missed.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 from twisted.internet import task
@@ -21,7 +23,25 @@ from twisted.internet.protocol import DatagramProtocol
 from sipd.logs import Logger
 from sipd.media.stream import Addr, MediaStream
 
-__all__ = ["MediaClock", "RtcpProtocol", "RtpProtocol"]
+__all__ = ["MediaClock", "RtcpProtocol", "RtpProtocol", "RtpTap", "set_rtp_tap"]
+
+#: Sees every RTP and RTCP datagram of every call, for captures (off: None):
+#: ``(outgoing, data, local port, remote address)``. Process-wide, like the clock.
+RtpTap = Callable[[bool, bytes, int, Addr], None]
+_taps: list[RtpTap | None] = [None]
+
+
+def set_rtp_tap(tap: RtpTap | None) -> None:
+    """Record every call's RTP/RTCP to ``tap`` (None: stop; the default, at no cost)."""
+    _taps[0] = tap
+
+
+def _tap(outgoing: bool, data: bytes, protocol: DatagramProtocol, addr: Any) -> None:
+    tap, transport = _taps[0], protocol.transport
+    if tap is not None and transport is not None:
+        with contextlib.suppress(Exception):  # recording must never break media
+            tap(outgoing, data, transport.getHost().port, (addr[0], addr[1]))
+
 
 _log = Logger()
 
@@ -42,6 +62,8 @@ class RtpProtocol(DatagramProtocol):
         self._socket: Any = None
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
+        if _taps[0] is not None:
+            _tap(False, data, self, addr)
         stream = self.stream
         if stream is None:
             self.received_early += 1
@@ -68,6 +90,8 @@ class RtpProtocol(DatagramProtocol):
         the same checked address 50 times a second, so the hot path skips it.
         A full socket buffer drops the packet, as UDP would anyway.
         """
+        if _taps[0] is not None:
+            _tap(True, data, self, addr)
         sock = self._socket
         if sock is None:
             transport = self.transport
@@ -94,6 +118,8 @@ class RtcpProtocol(DatagramProtocol):
         self.stream: MediaStream | None = None
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
+        if _taps[0] is not None:
+            _tap(False, data, self, addr)
         stream = self.stream
         if stream is None:
             return
@@ -110,6 +136,8 @@ class RtcpProtocol(DatagramProtocol):
             stream.unreachable(addr)
 
     def send(self, data: bytes, addr: Addr) -> None:
+        if _taps[0] is not None:
+            _tap(True, data, self, addr)
         if self.transport is not None:
             self.transport.write(data, addr)
 
@@ -142,6 +170,8 @@ class MediaClock:
         self._subslot = 0
         self.slots = 0
         self.late_slots = 0
+        #: Told how long each wake-up took (seconds), e.g. a metrics histogram.
+        self.on_tick: Callable[[float], None] | None = None
 
     def add(self, stream: MediaStream) -> None:
         """Start pacing ``stream`` (RTCP reports staggered by arrival order)."""
@@ -168,6 +198,7 @@ class MediaClock:
         return sum(len(g) for g in self._groups)
 
     def _tick(self, count: int) -> None:
+        started = perf_counter()
         if count > 1:
             self.late_slots += count - 1
         for _ in range(min(count, MAX_CATCH_UP * self.phases)):
@@ -183,3 +214,5 @@ class MediaClock:
                         stream.rtcp_report()
                 except Exception:
                     _log.failure("media stream tick failed")
+        if self.on_tick is not None:
+            self.on_tick(perf_counter() - started)

@@ -49,7 +49,8 @@ that 503 is absorbed. Only the checks that keep our reply valid SIP
 an INVITE the screen admitted is not counted twice.
 
 Each refusal counts in ``sipd_overload_rejected_total{reason=...}``; the
-moving average of the lag is the gauge ``sipd_reactor_lag_seconds``. The
+moving average of the lag is the gauge ``sipd_reactor_lag_seconds``, and each
+probe's lateness is counted in the histogram ``sipd_reactor_lag_probe_seconds``. The
 coordinator counts ``reason="media_ports"`` when no RTP port pair is left.
 """
 
@@ -86,6 +87,8 @@ _LOG_EVERY = 10.0
 TAG_PREFIX = "ovl"
 #: Refused INVITEs remembered at most (their retransmissions get the same 503).
 MAX_REMEMBERED = 100_000
+#: Upper bounds (seconds) of the lag probe's histogram.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 Addr = tuple[str, int]
 
@@ -205,6 +208,11 @@ class OverloadControl:
             "How late the event loop runs timers (moving average of the overload probe)",
             lambda: self.lag_average,
         )
+        self.metrics.histogram(
+            "sipd_reactor_lag_probe_seconds",
+            "How late each overload probe timer fired (every 50 ms)",
+            LAG_BUCKETS,
+        )
 
     @classmethod
     def from_config(
@@ -251,6 +259,7 @@ class OverloadControl:
     def _tick(self) -> None:
         now = self.clock.seconds()
         self.lag = max(0.0, now - self._due)
+        self.metrics.observe("sipd_reactor_lag_probe_seconds", self.lag)
         self.lag_average += LAG_WEIGHT * (self.lag - self.lag_average)
         if self.lag_average <= self.max_lag:
             self._behind_since = None

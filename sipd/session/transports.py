@@ -34,6 +34,7 @@ from sipd.errors import ConfigError, TransportError
 from sipd.logs import Logger
 from sipd.metrics import Metrics
 from sipd.send_errors import SEND_ERRORS
+from sipd.session.taps import WireSink, transport_tap
 from sipd.sip.message import Request, Response
 from sipd.sip.transaction import Addr, Flow, Route, TransactionLayer
 from sipd.transport.tcp import StreamKind, StreamTransport
@@ -65,6 +66,7 @@ class Transports:
         self.streams: dict[str, StreamTransport] = {}
         self._setup: _Setup | None = None
         self._closed = False
+        self._sink: WireSink | None = None
 
     @property
     def stream(self) -> StreamTransport | None:
@@ -84,6 +86,21 @@ class Transports:
             self._send_routed(data, addr)
             return
         self.udp.send(data, addr)
+
+    def set_message_tap(self, sink: WireSink | None) -> None:
+        """Record every SIP message sent and received to ``sink`` (None: stop), streams too."""
+        self._sink = sink
+        udp = self.udp
+        tap = None if sink is None else transport_tap("udp", lambda: udp.local_address, sink)
+        udp.receiver.tap = tap
+        for stream in self.streams.values():
+            self._tap_stream(stream)
+
+    def _tap_stream(self, stream: StreamTransport) -> None:
+        sink = self._sink
+        stream.receiver.tap = (
+            None if sink is None else transport_tap(stream.kind, lambda: stream.local_address, sink)
+        )
 
     def port_for(self, kind: str) -> int | None:
         """The port we listen on for ``kind`` (opening it), None when it only connects out."""
@@ -191,6 +208,7 @@ class Transports:
         stream.screen = screened
         stream.set_handler(received)
         stream.set_error_handler(failed)
+        self._tap_stream(stream)
         self.streams[kind] = stream
         return stream
 

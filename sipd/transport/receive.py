@@ -33,6 +33,7 @@ from sipd.transport.salvage import salvage_response
 __all__ = [
     "Addr",
     "MessageHandler",
+    "MessageTap",
     "Receiver",
     "Reply",
     "Screen",
@@ -46,6 +47,9 @@ MessageHandler = Callable[[Request | Response, Addr], None]
 Screen = Callable[[Request | Response, Addr], bool]
 #: Sends an error response the receiver formed to ``addr``; may raise ``OSError``.
 Reply = Callable[[bytes, Addr], None]
+#: Sees every SIP message sent and received, for the console and captures:
+#: ``(outgoing, raw bytes, remote address, the parsed message or None)``.
+MessageTap = Callable[[bool, bytes, Addr, Request | Response | None], None]
 
 
 def stamp_received(request: Request, source: Addr) -> None:
@@ -99,7 +103,7 @@ class Receiver:
     shared with the transport's other warnings about remote input.
     """
 
-    __slots__ = ("_bad_input", "_labels", "_log", "handler", "metrics", "screen")
+    __slots__ = ("_bad_input", "_labels", "_log", "handler", "metrics", "screen", "tap")
 
     def __init__(
         self,
@@ -113,6 +117,8 @@ class Receiver:
         self.handler: MessageHandler | None = None
         #: Sees each parsed message before anything else (overload control).
         self.screen: Screen | None = None
+        #: Records each message sent and received (None, the default: nothing to do).
+        self.tap: MessageTap | None = None
         self._bad_input = bad_input
         self._log = log
         self._labels: dict[str, str] = labels or {}
@@ -130,6 +136,9 @@ class Receiver:
                 "SIP parser failed on a message from {source}: {exc!r}", source=source, exc=exc
             )
             return
+        tap = self.tap
+        if tap is not None:
+            tap(False, data, source, message)
         handler = self.handler
         if handler is None:
             return

@@ -313,7 +313,7 @@ class StreamTransport:
         if conn is None or not conn.alive:
             conn = self._connect(key, server_name)
         conn.send(data, on_error)
-        self._count_sent(data)
+        self._count_sent(data, addr)
 
     def reply(
         self,
@@ -333,7 +333,7 @@ class StreamTransport:
         conn = self.connection_for(source)
         if conn is not None:
             conn.send(data, on_error)
-            self._count_sent(data)
+            self._count_sent(data, source)
             return
         if via is None:
             raise TransportError(
@@ -490,7 +490,10 @@ class StreamTransport:
             self.metrics.inc("sipd_internal_errors_total")
             _log.failure("error in a SIP {transport} error callback", transport=self.name)
 
-    def _count_sent(self, data: bytes) -> None:
+    def _count_sent(self, data: bytes, addr: Addr) -> None:
+        tap = self.receiver.tap
+        if tap is not None:
+            tap(True, data, addr, None)
         # Counted from the start line's bytes, as UDP does: no parsing on the way out.
         if data.startswith(b"SIP/2.0 "):
             status = data[8:11].decode("ascii", "replace")
@@ -507,7 +510,7 @@ class StreamTransport:
         """Write a response the receiver formed on ``conn``, never anywhere else (§18.2.2)."""
         if conn.alive:
             conn.send(data)
-            self._count_sent(data)
+            self._count_sent(data, conn.peer)
 
     def _framing_failed(self, conn: SipStreamProtocol, event: FramingError) -> None:
         """The stream cannot be read on: answer the request if there is one, then close."""

@@ -113,6 +113,9 @@ class SipDatagramProtocol(DatagramProtocol):
         except SEND_ERRORS as exc:
             self.metrics.inc("sipd_sip_send_errors_total", kind=type(exc).__name__)
             raise send_error(addr, exc) from exc
+        tap = self.receiver.tap
+        if tap is not None:
+            tap(True, data, addr, None)
         # Counted from the start line's bytes: no parsing on the way out.
         if data.startswith(b"SIP/2.0 "):
             self.metrics.inc(

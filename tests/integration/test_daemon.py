@@ -253,7 +253,7 @@ def parse_prometheus(text: str) -> dict[str, float]:
             continue
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ", 3)
-            assert kind in ("counter", "gauge"), line
+            assert kind in ("counter", "gauge", "histogram"), line
             typed.add(name)
             continue
         if line.startswith("# HELP "):
@@ -261,7 +261,8 @@ def parse_prometheus(text: str) -> dict[str, float]:
         match = _SAMPLE.match(line)
         assert match, f"not a Prometheus sample line: {line!r}"
         name = match.group(1).split("{")[0]
-        assert name in typed, f"sample {name} has no # TYPE line before it"
+        family = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert name in typed or family in typed, f"sample {name} has no # TYPE line before it"
         samples[match.group(1)] = float(match.group(2))
     return samples
 
@@ -583,11 +584,11 @@ def test_unparseable_datagrams_are_counted_as_parse_errors(tmp_path: Path) -> No
 
 
 def test_unknown_http_paths_are_404(tmp_path: Path) -> None:
-    """Only /status and /metrics exist on the HTTP port."""
+    """Paths the HTTP port does not serve are 404 (the console is at /, docs/console.md)."""
     config = tmp_path / "sipd.yaml"
     write_config(config)
     with running_daemon(tmp_path, config) as daemon:
-        for path in ("/nope", "/", "/metrics.json"):
+        for path in ("/nope", "/metrics.json", "/calls/nosuchcall"):
             code, _, _ = daemon.get(path)
             assert code == 404, path
 
