@@ -332,6 +332,9 @@ class ConsoleRecorder:
         record.update(session, now)
         self._bind(record)
         record.sample(session.stats(), now)
+        partner = getattr(session, "bridged_with", None)
+        if isinstance(partner, str):
+            self.link(session.id, partner)  # a bridge's two legs (the queue's caller and agent)
         port = record.local_port
         if port is not None and self._by_port.get(port) is not record:
             self._by_port[port] = record

@@ -31,6 +31,10 @@ class Bridge:
     def __init__(self, a: Any, b: Any, *, hangup_other: bool = True) -> None:
         self.a = _session(a)
         self.b = _session(b)
+        # Each side names the other (the console links them as legs of one call).
+        for one, other in ((self.a, self.b), (self.b, self.a)):
+            if hasattr(one, "bridged_with"):
+                one.bridged_with = getattr(other, "id", None)
         self.hangup_other = hangup_other
         self.active = True
         self._subs = [self.a.subscribe_to_audio(), self.b.subscribe_to_audio()]

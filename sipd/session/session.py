@@ -116,6 +116,9 @@ class UnifiedSession:
         #: This call's SRTP policy ("off", "optional", "required"): the UA's unless
         #: the call was placed with its own.
         self.srtp_policy: str = services.config.srtp
+        #: The id of the call whose audio this one is bridged to (sipd.media.bridge),
+        #: so that the console shows the two as legs of one call; None when unbridged.
+        self.bridged_with: str | None = None
         #: This call's codec preference: the UA's unless the call was placed with its own.
         self.codecs: list[str] = list(services.config.codecs)
         #: The InviteDetails of an incoming call (what the handler saw).

@@ -36,3 +36,32 @@ async def test_both_ends_of_a_tcp_call_record_every_message_with_their_addresses
     assert ours[0].data.startswith(b"INVITE ") and ours[0].direction is Direction.OUT
     assert ours[0].remote[1] == bob.port and theirs[0].local == ("127.0.0.1", bob.port)
     assert ours[0].destination == ours[0].remote
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bridge_shows_its_two_calls_as_legs_of_one(peers: PeerFactory) -> None:
+    """bob bridges carol's call to his own call to dave (as the queue handler does):
+    the console links the two records, each naming the other as a leg."""
+    from sipd.console.recorder import ConsoleRecorder
+    from sipd.media.bridge import bridge
+
+    bob, carol, dave = await peers("bob"), await peers("carol"), await peers("dave")
+    inbound_call = await within(carol.call(bob.uri), 5)
+    inbound = await within((await within(bob.wait_for_incoming(), 5)).accept(), 5)
+    await within(inbound_call.wait_for_answer(), 5)
+    outbound = await within(bob.call(dave.uri), 5)
+    answered = await within((await within(dave.wait_for_incoming(), 5)).accept(), 5)
+    await within(outbound.wait_for_answer(), 5)
+    link = bridge(inbound, outbound)
+    recorder = ConsoleRecorder()
+    now = bob.coordinator.clock.seconds()
+    for call in (inbound, outbound):
+        recorder.observe(call.session, now)
+    first = recorder.get(inbound.session.id)
+    assert first is not None
+    assert [leg.id for leg in recorder.legs(first)] == [inbound.session.id, outbound.session.id]
+    link.stop()
+    for call in (inbound_call, answered):
+        await within(call.hangup(), 5)
+    await within(inbound.wait_for_end(), 5)
+    await within(outbound.wait_for_end(), 5)
