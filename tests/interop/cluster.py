@@ -58,8 +58,12 @@ TWISTD = [
 
 #: Worker settings for calls from sipp through one proxy: every INVITE comes
 #: from Kamailio's address (no per-source limit), sipp sends no RTP (no media
-#: timeouts), CDRs at info level.
+#: timeouts), CDRs at info level. No 180: Kamailio's UDP receiver processes
+#: each forward what they read, so a 180 sent just before the 200 can reach
+#: sipp after it, which sipp's scenario takes for an unexpected message.
 WORKER_YAML = """\
+sip:
+  send_ringing: false
 media:
   timeout: 0
   unreachable_timeout: 0
