@@ -20,11 +20,8 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUD
 from sipd.config import SipdConfig
 from sipd.dns.resolver import DEFAULT_TIMEOUT, Rfc3263Resolver
 from sipd.errors import (
-    CallCancelled,
     CallError,
-    CallRejected,
     CallStateError,
-    CallTimeout,
     ConfigError,
     TransportError,
 )
@@ -56,6 +53,7 @@ from sipd.session.media_adapter import MediaAdapter, MediaSession
 from sipd.session.registrar import Registrar
 from sipd.session.registration import Registration
 from sipd.session.registry import SessionRegistry
+from sipd.session.services import CoordinatorServices, call_outcome
 from sipd.session.session import UnifiedSession
 from sipd.session.state_table import Role
 from sipd.session.store import SessionStore
@@ -126,7 +124,7 @@ class UnifiedCoordinator:
         #: Called with (old, new) when a peer's REFER makes us place a new call.
         self.on_transfer: list[Callable[[UnifiedSession, UnifiedSession], None]] = []
         self.closed = False
-        self._services = _Services(self)
+        self._services = CoordinatorServices(self)
         self._handler = HandlerBridge(self.interceptor)
         self.registrations: list[Registration] = []
         self._released_at = self.clock.seconds()
@@ -532,7 +530,7 @@ class UnifiedCoordinator:
         self.dialogs.release(leg)
         self.metrics.inc("sipd_calls_total", outcome="redirected", direction="incoming")
 
-    # -- what sessions may ask (through _Services) -------------------------------------------
+    # -- what sessions may ask (through CoordinatorServices) ----------------------------------
     def offer_incoming(self, session: UnifiedSession) -> None:
         """Hand an accepted incoming call to the application."""
         if self.on_incoming is not None:
@@ -556,7 +554,7 @@ class UnifiedCoordinator:
         self.registry.remove_session(session.id)
         self.store.remove(session.id)
         direction = "outgoing" if session.role is Role.UAC else "incoming"
-        self.metrics.inc("sipd_calls_total", outcome=_outcome(session), direction=direction)
+        self.metrics.inc("sipd_calls_total", outcome=call_outcome(session), direction=direction)
         # Listeners run once the machine has settled in its final state.
         session.later(lambda: self._notify_end(session))
 
@@ -567,52 +565,3 @@ class UnifiedCoordinator:
             except Exception:
                 _log.failure("session end listener failed", call_id=session.call_id)
         session.release()
-
-
-class _Services:
-    """The application port a session gets: a narrow face of its coordinator."""
-
-    __slots__ = ("_ua",)
-
-    def __init__(self, ua: UnifiedCoordinator) -> None:
-        self._ua = ua
-
-    @property
-    def config(self) -> SipdConfig:
-        return self._ua.config
-
-    @property
-    def clock(self) -> IReactorTime:
-        return self._ua.clock
-
-    def offer_incoming(self, session: UnifiedSession) -> None:
-        self._ua.offer_incoming(session)
-
-    def offer_transfer(self, old: UnifiedSession, new: UnifiedSession) -> None:
-        self._ua.offer_transfer(old, new)
-
-    def place_call(self, target: str, headers: list[tuple[str, str]]) -> UnifiedSession:
-        return self._ua.create_outgoing_call(target, headers=headers)
-
-    def route_for(self, target: Uri) -> Uri | None:
-        return self._ua.route_for(target)
-
-    def target_uri(self, target: str) -> Uri:
-        return self._ua.target_uri(target)
-
-    def session_ended(self, session: UnifiedSession) -> None:
-        self._ua.session_ended(session)
-
-
-def _outcome(session: UnifiedSession) -> str:
-    failure = session.failure
-    if failure is None:
-        answered = session.answer_outcome.settled and session.answer_outcome.error is None
-        return "completed" if answered else "ended"
-    if isinstance(failure, CallCancelled):
-        return "cancelled"
-    if isinstance(failure, CallRejected):
-        return "rejected"
-    if isinstance(failure, CallTimeout):
-        return "timeout"
-    return "failed"
