@@ -23,7 +23,7 @@ from twisted.internet import defer
 from sipd import SimplePeer
 from sipd.daemon.workers import dispatcher_list, plan_workers
 from sipd.errors import ConfigError
-from tests.conftest import within
+from tests.conftest import eventually, within
 from tests.interop.cluster import (
     WORKER_YAML,
     Worker,
@@ -226,19 +226,26 @@ async def test_a_user_registered_at_kamailio_is_called_from_every_worker(
     loop = defer.ensureDeferred(answer())
     try:
         await k.wait_registered("alice")
-        for batch in range(4):
-            sipp = _sipp(interop, k, tmp_path / f"sipp{batch}", 6, 1, 1500)
-            await sipp.wait_exit(40)
-            reached = {
+
+        def reached_alice() -> set[int]:
+            return {
                 w.index
                 for w in workers
                 if any(c.direction == "outgoing" and "alice" in c.remote for c in w.cdrs())
             }
+
+        for batch in range(4):
+            sipp = _sipp(interop, k, tmp_path / f"sipp{batch}", 6, 1, 1500)
+            await sipp.wait_exit(40)
+            # An agent leg's CDR is written when it ends, a moment after sipp's call.
+            await eventually(lambda: reached_alice() == {1, 2, 3}, 3)
+            reached = reached_alice()
             if reached == {1, 2, 3}:
                 break
         assert reached == {1, 2, 3}, f"workers {reached} reached alice\n{k.report()}"
         assert answered and all(f":{w.port}" in " ".join(answered) for w in workers)
     finally:
+        loop.addErrback(lambda f: f.trap(defer.CancelledError))
         loop.cancel()
         await alice.close()
 
