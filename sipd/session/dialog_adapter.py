@@ -143,7 +143,7 @@ class DialogAdapter(InDialogRequests):
         local = from_addr or NameAddr(self.local_uri())
         local = local.with_tag(local_tag)
         h = Headers()
-        h.add("Via", self._via())
+        h.add("Via", self.new_via())
         h.add("Max-Forwards", "70")
         h.add("From", str(local))
         h.add("To", str(NameAddr(target.replace(params=(), headers=()))))
@@ -222,7 +222,7 @@ class DialogAdapter(InDialogRequests):
         else:
             leg.dialog.update_from_uac_response(response)
         leg.dialog.state = DialogState.CONFIRMED
-        ack = leg.dialog.create_request("ACK", self._via(), cseq=leg.invite.cseq.number)
+        ack = leg.dialog.create_request("ACK", self.new_via(), cseq=leg.invite.cseq.number)
         leg.ack_bytes = ack.to_bytes()
         leg.ack_dest = self._next_hop_addr(leg.dialog)
         self._ack_cache[(leg.call_id, leg.local_tag, to_tag)] = (leg.ack_bytes, leg.ack_dest)
@@ -265,10 +265,10 @@ class DialogAdapter(InDialogRequests):
 
     def _ack_and_bye_fork(self, leg: CallLeg, response: Response) -> None:
         dialog = self._uac_dialog(leg, response)
-        ack = dialog.create_request("ACK", self._via(), cseq=leg.invite.cseq.number)
+        ack = dialog.create_request("ACK", self.new_via(), cseq=leg.invite.cseq.number)
         dest = self._next_hop_addr(dialog)
         self._send_raw(ack.to_bytes(), dest)
-        bye = dialog.create_request("BYE", self._via())
+        bye = dialog.create_request("BYE", self.new_via())
         self._layer.send_request(bye, dest, lambda r: None, lambda: None, lambda e: None)
 
     def _invite_timeout(

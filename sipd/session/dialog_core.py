@@ -304,7 +304,8 @@ class DialogCore:
             )
         return Request(request.method, request.uri, headers, request.body)
 
-    def _via(self) -> str:
+    def new_via(self) -> str:
+        """A top Via for a new request of ours: our transport, host:port, a fresh branch."""
         token = self.config.transport.upper()
         return f"SIP/2.0/{token} {self._hostport};branch={new_branch()};rport"
 

@@ -160,7 +160,7 @@ class InDialogRequests(DialogCore):
         if dialog is None:
             self._emit(leg, ev.ByeCompleted(None))
             return
-        request = dialog.create_request("BYE", self._via())
+        request = dialog.create_request("BYE", self.new_via())
         request.headers.add("User-Agent", self.config.user_agent)
         dialog.state = DialogState.TERMINATED
 
@@ -205,7 +205,7 @@ class InDialogRequests(DialogCore):
             self._emit(leg, ev.ReinviteFailed(481, "No Dialog"))
             return
         request = dialog.create_request(
-            "INVITE", self._via(), body=sdp, content_type="application/sdp"
+            "INVITE", self.new_via(), body=sdp, content_type="application/sdp"
         )
         self._add_common(request.headers)
         for name, value in headers:
@@ -216,7 +216,7 @@ class InDialogRequests(DialogCore):
             if r.status < 300:
                 # Each 2xx (retransmissions too) gets the same ACK (§13.2.2.4).
                 if not acked:
-                    ack = dialog.create_request("ACK", self._via(), cseq=sent.cseq.number)
+                    ack = dialog.create_request("ACK", self.new_via(), cseq=sent.cseq.number)
                     acked.append(ack.to_bytes())
                     self._send_raw(acked[0], self._next_hop_addr(dialog))
                     self._invite_over(leg)
@@ -260,10 +260,10 @@ class InDialogRequests(DialogCore):
             return
         if invite:
             request = dialog.create_request(
-                "INVITE", self._via(), body=sdp or b"", content_type="application/sdp"
+                "INVITE", self.new_via(), body=sdp or b"", content_type="application/sdp"
             )
         else:
-            request = dialog.create_request("UPDATE", self._via())
+            request = dialog.create_request("UPDATE", self.new_via())
         request.headers.add("Contact", self.contact)
         self._add_common(request.headers)
         for name, value in headers:
@@ -278,7 +278,7 @@ class InDialogRequests(DialogCore):
                 return
             if invite:
                 if not acked:
-                    ack = dialog.create_request("ACK", self._via(), cseq=sent.cseq.number)
+                    ack = dialog.create_request("ACK", self.new_via(), cseq=sent.cseq.number)
                     acked.append(ack.to_bytes())
                 self._send_raw(acked[0], self._next_hop_addr(dialog))
                 if len(acked) > 1:
@@ -304,7 +304,7 @@ class InDialogRequests(DialogCore):
         if dialog is None:
             self._emit(leg, ev.ReferRejected(481, "No Dialog"))
             return
-        request = dialog.create_request("REFER", self._via())
+        request = dialog.create_request("REFER", self.new_via())
         h = request.headers
         h.add("Refer-To", f"<{target}>")
         h.add("Referred-By", f"<{self.local_uri()}>")
@@ -333,7 +333,7 @@ class InDialogRequests(DialogCore):
             return
         body = f"SIP/2.0 {status} {reason}\r\n".encode()
         request = dialog.create_request(
-            "NOTIFY", self._via(), body=body, content_type="message/sipfrag;version=2.0"
+            "NOTIFY", self.new_via(), body=body, content_type="message/sipfrag;version=2.0"
         )
         h = request.headers
         h.add("Event", "refer")

@@ -24,7 +24,6 @@ from sipd.sip.auth import DigestClient, parse_credentials
 from sipd.sip.errors import BadRequest, SipParseError
 from sipd.sip.headers import Headers
 from sipd.sip.message import Request, Response
-from sipd.sip.transaction import new_branch
 from sipd.sip.uri import Uri
 
 if TYPE_CHECKING:
@@ -152,10 +151,9 @@ class Registration:
         self.cseq += 1
         dialogs = self.coordinator.dialogs
         h = Headers()
-        # The configured transport; the transaction layer rewrites the Via (and our
-        # Contact) when the registrar's URI or RFC 3263 picks another.
-        token = dialogs.config.transport.upper()
-        h.add("Via", f"SIP/2.0/{token} {dialogs.hostport};branch={new_branch()};rport")
+        # The UA's Via; the transaction layer rewrites it (and our Contact) when the
+        # registrar's URI or RFC 3263 picks another transport.
+        h.add("Via", dialogs.new_via())
         h.add("Max-Forwards", "70")
         h.add("From", str(NameAddr(self.aor).with_tag(self.local_tag)))
         h.add("To", str(NameAddr(self.aor)))

@@ -7,6 +7,7 @@ them (no import cycle); :mod:`sipd.sip.transaction` re-exports every name.
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -69,7 +70,7 @@ def is_reliable(addr: Addr) -> bool:
     return isinstance(addr, Flow) and addr.transport != "udp"
 
 
-class Route(tuple[str, int]):
+class Route(tuple[str, int], metaclass=ABCMeta):
     """A destination whose address is chosen when the request is sent (RFC 3263 §4.3).
 
     What the session layer passes instead of an address when the next hop is
@@ -79,33 +80,39 @@ class Route(tuple[str, int]):
     :attr:`target`, and on a transport error, a timeout or a 503 asks
     :meth:`failed` for the next target and starts over with a new branch.
     The concrete class (:class:`sipd.session.target_set.TargetSet`) asks the
-    DNS; this base only names the interface, so the transaction layer needs
+    DNS; this abstract base only names the interface, so the transaction layer needs
     no resolver.
     """
 
     @property
+    @abstractmethod
     def target(self) -> Addr | None:
         """The address to send to now; None while locating or once location failed."""
         raise NotImplementedError
 
     @property
+    @abstractmethod
     def error(self) -> Exception | None:
         """Why no target could be found (None while locating or once located)."""
         raise NotImplementedError
 
+    @abstractmethod
     def when_located(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once :attr:`target` or :attr:`error` is known (now if it is)."""
         raise NotImplementedError
 
+    @abstractmethod
     def failed(self, reason: str) -> Addr | None:
         """Record that :attr:`target` failed because of ``reason``; the next target, or None."""
         raise NotImplementedError
 
     @property
+    @abstractmethod
     def failures(self) -> int:
         """How many targets failed so far."""
         raise NotImplementedError
 
+    @abstractmethod
     def summary(self) -> str:
         """Every failed target with its reason, for the final error message."""
         raise NotImplementedError

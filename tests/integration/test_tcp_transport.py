@@ -9,8 +9,10 @@ after each test every transport is closed and its clock holds no timer.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import AsyncIterator, Callable
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -506,9 +508,13 @@ async def test_close_fails_waiting_sends_and_leaves_no_timer(harness: Harness) -
     bob = harness.node()
     failures: list[TransportError] = []
     alice.transport.send(sip_request(), ("127.0.0.1", bob.port))
-    # 192.0.2.1 (TEST-NET-1) never answers: this send waits for its connection.
-    alice.transport.send(sip_request(), ("192.0.2.1", 5060), failures.append)
-    await within(alice.transport.close(), 5)
+    # A loopback listener whose accept queue is full drops new SYNs: this send
+    # waits for its connection (nothing leaves the machine).
+    with _full_listener() as (host, port):
+        alice.transport.send(sip_request(), (host, port), failures.append)
+        await settle(0.1)
+        assert len(failures) == 0 and alice.transport.connection_count == 2
+        await within(alice.transport.close(), 5)
     assert len(failures) == 1 and "closed" in str(failures[0])
     assert alice.transport.connection_count == 0
     assert alice.clock.getDelayedCalls() == []
@@ -568,3 +574,25 @@ def test_via_tokens_and_default_ports() -> None:
     with pytest.raises(SipdValueError, match=re.escape("unknown SIP transport")):
         via_transport("ws")
     assert (default_port("udp"), default_port("tcp"), default_port("tls")) == (5060, 5060, 5061)
+
+
+@contextlib.contextmanager
+def _full_listener() -> Iterator[tuple[str, int]]:
+    """A TCP listener on 127.0.0.1 that never accepts, its queue filled: Linux drops
+    further SYNs, so a connection to it stays in SYN-SENT until given up."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        for _ in range(2):
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            fillers.append(filler)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(address)
+        yield address[0], address[1]
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()
