@@ -41,7 +41,7 @@ from sipd.session.dialog_core import ALLOW, ALLOWED_METHODS, SUPPORTED, DialogEv
 from sipd.session.in_dialog import InDialogRequests
 from sipd.session.overload import OverloadControl
 from sipd.session.request_checks import refusal
-from sipd.session.session_timer import interval_too_small, parse_session_expires
+from sipd.session.session_timer import interval_too_small, retry_for_422
 from sipd.sip.address import NameAddr
 from sipd.sip.dialog import Dialog, DialogRole, DialogState
 from sipd.sip.errors import BadRequest
@@ -53,7 +53,6 @@ from sipd.sip.transaction import (
     ServerState,
     ServerTransaction,
     make_cancel,
-    new_branch,
     transport_of,
 )
 from sipd.sip.uri import Uri
@@ -242,7 +241,7 @@ class DialogAdapter(InDialogRequests):
         if not leg.state.unanswered:
             return
         if not leg.state.cancel_requested:
-            retry = self._authorized_retry(leg.invite, response) or _longer_interval(
+            retry = self._authorized_retry(leg.invite, response) or retry_for_422(
                 leg.invite, response
             )
             if retry is not None:
@@ -584,27 +583,3 @@ class DialogAdapter(InDialogRequests):
             self.release(leg)
         self._uas_pending.clear()
         self.overload.stop()
-
-
-def _longer_interval(request: Request, response: Response) -> Request | None:
-    """The INVITE again asking for the 422's Min-SE (RFC 4028 §7.3), or None.
-
-    Only when the 422 asks for more than we asked: a peer that keeps
-    answering 422 to its own Min-SE gets no second retry.
-    """
-    if response.status != 422:
-        return None
-    asked = parse_session_expires(request.headers.get("Session-Expires"))
-    wanted = (response.headers.get("Min-SE") or "").split(";", 1)[0].strip()
-    if asked is None or not (wanted.isascii() and wanted.isdigit()) or len(wanted) > 9:
-        return None
-    if int(wanted) <= asked[0]:
-        return None
-    headers = request.headers.copy()
-    cseq = request.cseq
-    headers.set("CSeq", f"{cseq.number + 1} {cseq.method}")
-    headers.pop_first_value("Via")
-    headers.prepend("Via", str(request.top_via.with_param("branch", new_branch())))
-    headers.set("Session-Expires", wanted)
-    headers.set("Min-SE", wanted)
-    return Request(request.method, request.uri, headers, request.body)

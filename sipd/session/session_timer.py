@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sipd.sip.message import Request, Response
+from sipd.sip.transaction import new_branch
 
 __all__ = [
     "MIN_SE_FLOOR",
@@ -27,6 +28,7 @@ __all__ = [
     "offer_headers",
     "parse_session_expires",
     "refresh_headers",
+    "retry_for_422",
     "supports_timer",
     "uas_timer",
 ]
@@ -158,3 +160,27 @@ def answer_headers(timer: SessionTimer | None, request: Request) -> list[tuple[s
 def expiry_margin(interval: int) -> float:
     """How long before the interval ends the non-refresher gives up (§10): min(32, I/3)."""
     return min(32.0, interval / 3)
+
+
+def retry_for_422(request: Request, response: Response) -> Request | None:
+    """The INVITE again asking for the 422's Min-SE (RFC 4028 §7.3), or None.
+
+    Only when the 422 asks for more than we asked: a peer that keeps
+    answering 422 to its own Min-SE gets no second retry.
+    """
+    if response.status != 422:
+        return None
+    asked = parse_session_expires(request.headers.get("Session-Expires"))
+    wanted = (response.headers.get("Min-SE") or "").split(";", 1)[0].strip()
+    if asked is None or not (wanted.isascii() and wanted.isdigit()) or len(wanted) > 9:
+        return None
+    if int(wanted) <= asked[0]:
+        return None
+    headers = request.headers.copy()
+    cseq = request.cseq
+    headers.set("CSeq", f"{cseq.number + 1} {cseq.method}")
+    headers.pop_first_value("Via")
+    headers.prepend("Via", str(request.top_via.with_param("branch", new_branch())))
+    headers.set("Session-Expires", wanted)
+    headers.set("Min-SE", wanted)
+    return Request(request.method, request.uri, headers, request.body)
