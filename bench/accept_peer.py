@@ -14,6 +14,13 @@ Usage::
 at its port as well (UDP is always served); TLS needs ``--cert`` and
 ``--key`` (``bench/bench_certs.py`` makes a throwaway pair).
 
+``--api simple`` measures the path users get instead: a
+:class:`~sipd.SimplePeer` made with ``SimplePeer.create`` and its defaults
+(idle silence, a fresh RTP port per call, info-level events, no logging set
+up, as in the README), answering each call from ``wait_for_incoming()`` with
+``incoming.accept()``. Only the per-source INVITE limit is turned off, as for
+the tuned peer (``--set`` still applies).
+
 ``--set`` changes one :class:`~sipd.config.SipdConfig` field (the value is
 read as YAML: ``--set overload_control=false``, ``--set overload_max_lag=0.05``).
 The per-source INVITE limit is off unless set: every call of sipp comes from
@@ -53,6 +60,13 @@ def main() -> int:
     parser.add_argument("--transport", choices=["udp", "tcp", "tls"], default="udp")
     parser.add_argument("--cert", help="TLS: the server certificate (PEM)")
     parser.add_argument("--key", help="TLS: its private key (PEM)")
+    parser.add_argument(
+        "--api",
+        choices=["tuned", "simple"],
+        default="tuned",
+        help="tuned: a UnifiedCoordinator, warnings-only logging, no idle silence; "
+        "simple: a SimplePeer with its defaults",
+    )
     args = parser.parse_args()
     import yaml
 
@@ -73,9 +87,12 @@ def main() -> int:
     # Log as a daemon would at its default level (warnings and errors). Until
     # logging begins, Twisted buffers every event in memory (up to 65536 of
     # them), which would show up as RSS that never comes back.
-    level = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
-    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [level])
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    # A SimplePeer user who sets up no logging gets Twisted's defaults: the
+    # simple peer measures exactly that.
+    if args.api == "tuned":
+        level = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
+        observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [level])
+        globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
     if args.transport != "udp":
         settings.setdefault("transport", args.transport)
@@ -85,31 +102,36 @@ def main() -> int:
         if not (args.cert and args.key):
             parser.error("--transport tls needs --cert and --key")
         settings.setdefault("tls", TlsConfig(certificate=args.cert, private_key=args.key))
-    config = SipdConfig(
-        name="bench",
-        host=args.host,
-        port=args.port,
-        send_ringing=True,
-        silence_when_idle=False,
-        media_port_min=20000,
-        media_port_max=60000,
-        **settings,
-    )
-    coordinator = UnifiedCoordinator(config, reactor=reactor)
-    if os.environ.get("GC_TUNING", "1") != "0":  # as the daemon does (GC_TUNING=0: defaults)
-        tune_collector()
-    coordinator.start()
     answered = 0
+    answered_list = [0]
+    coordinator: UnifiedCoordinator
+    if args.api == "simple":
+        coordinator, answered_list = _simple_peer(args.host, args.port, settings)
+    else:
+        config = SipdConfig(
+            name="bench",
+            host=args.host,
+            port=args.port,
+            send_ringing=True,
+            silence_when_idle=False,
+            media_port_min=20000,
+            media_port_max=60000,
+            **settings,
+        )
+        coordinator = UnifiedCoordinator(config, reactor=reactor)
+        if os.environ.get("GC_TUNING", "1") != "0":  # as the daemon does (GC_TUNING=0: defaults)
+            tune_collector()
+        coordinator.start()
 
-    def accept(session: UnifiedSession) -> None:
-        nonlocal answered
-        answered += 1
-        session.accept()
+        def accept(session: UnifiedSession) -> None:
+            nonlocal answered
+            answered += 1
+            session.accept()
 
-    coordinator.on_incoming = accept
+        coordinator.on_incoming = accept
 
     def stop(signum: int, frame: Any) -> None:
-        print(f"CALLS {answered}", flush=True)
+        print(f"CALLS {answered_list[0] if args.api == 'simple' else answered}", flush=True)
         states = Counter(s.state for s in coordinator.store)
         print(f"LIVE {len(coordinator.store)} {dict(states)}", flush=True)
         metrics = coordinator.metrics
@@ -144,6 +166,39 @@ def main() -> int:
     else:
         reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
     return 0
+
+
+def _simple_peer(
+    host: str, port: int, settings: dict[str, Any]
+) -> tuple[UnifiedCoordinator, list[int]]:
+    """A SimplePeer with its defaults that accepts every call.
+
+    Returns its coordinator and a one-item list counting the calls answered.
+    """
+    from twisted.internet import defer
+
+    from sipd import IncomingCall, SimplePeer, SipdError
+
+    settings.setdefault("media_port_min", 20000)
+    settings.setdefault("media_port_max", 60000)
+    made: list[SimplePeer] = []
+    SimplePeer.create("bench", port, host=host, **settings).addCallback(made.append)
+    if not made:  # create() binds synchronously for a numeric host
+        raise SystemExit("SimplePeer.create did not bind at once; see the log above")
+    peer = made[0]
+    answered = [0]
+
+    async def answer_all() -> None:
+        while True:
+            try:
+                incoming: IncomingCall = await peer.wait_for_incoming()
+            except SipdError:  # the peer closed as the reactor stopped
+                return
+            answered[0] += 1
+            incoming.accept()
+
+    defer.ensureDeferred(answer_all())
+    return peer.coordinator, answered
 
 
 if __name__ == "__main__":

@@ -25,16 +25,33 @@
 #     hence call_gen.py. sipp_max_cps_udp is the figure this script reported
 #     as max_cps before it measured other transports.
 #
+# The peers. accept_peer.py is the *tuned* peer: a UnifiedCoordinator with
+# warnings-only logging and no idle silence. `--peer simple` and `--peer
+# daemon` (or PEERS="tuned simple daemon") measure, in the same run and with
+# sipp over UDP, the paths users actually get:
+#   * simple: `accept_peer.py --api simple`, a SimplePeer with its defaults
+#     (idle silence, an RTP port pair per call, no logging set up, as in the
+#     README) answering from wait_for_incoming();
+#   * daemon: `twistd -n sipd` with etc/sipd.yaml's defaults (echo handler,
+#     info-level log to a file, the console recording every call's messages).
+# Both turn off only the per-source INVITE limit (every sipp call comes from
+# one address), as the tuned peer does.
+#
 # Last line:
 #
-#   RESULT max_cps_udp=<N> max_cps_tcp=<N> max_cps_tls=<N> tcp_vs_udp=<R> tls_vs_udp=<R>
-#          sipp_max_cps_udp=<N> sipp_max_cps_tcp=<N> sipp_tcp_vs_udp=<R> rss_mb=<M>
+#   RESULT max_cps=<N> calls_per_cpu_s=<X> max_cps_udp=<N> max_cps_tcp=<N> max_cps_tls=<N>
+#          tcp_vs_udp=<R> tls_vs_udp=<R> sipp_max_cps_udp=<N> sipp_max_cps_tcp=<N>
+#          sipp_tcp_vs_udp=<R> [simple_max_cps=<N> simple_calls_per_cpu_s=<X>
+#          simple_vs_tuned=<R>] [daemon_... likewise] rss_mb=<M>
 #
-# (one line; keys for transports left out of TRANSPORTS/SIPP_TRANSPORTS are
-# left out; max_cps_* is the rate sustained at the highest passing step,
-# rss_mb the highest peak RSS of the peers).
+# (one line; keys for transports or peers left out are left out). max_cps is
+# the tuned peer's rate with sipp over UDP (the generator the issue's figures
+# use; call_gen.py's over UDP without sipp), calls_per_cpu_s the calls that
+# peer completed per second of its own CPU time at that step; *_max_cps the
+# rate sustained at the highest passing step; *_vs_tuned the ratio of a
+# peer's max_cps to the tuned one's; rss_mb the highest peak RSS of the peers.
 #
-# Settings (environment): TRANSPORTS, SIPP_TRANSPORTS (empty: no sipp),
+# Settings (environment): PEERS (default "tuned"; --peer NAME adds one), TRANSPORTS, SIPP_TRANSPORTS (empty: no sipp),
 # STEP_SECONDS (default 30), RATES (default "100 200 400 500 600 700 800 1000"),
 # GENERATORS (call_gen.py processes), IDLE_WAIT (seconds to wait after each
 # search before reading the peer's RSS again, default 40: UDP transactions of
@@ -61,6 +78,22 @@ TRANSPORTS="${TRANSPORTS-udp tcp tls}"
 SIPP_TRANSPORTS="${SIPP_TRANSPORTS-udp tcp}"
 GENERATORS="${GENERATORS:-$(($(nproc) > 1 ? $(nproc) - 1 : 1))}"
 MARGIN=15
+PEERS="${PEERS:-tuned}"
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --peer) [[ $# -ge 2 ]] || { echo "--peer needs tuned, simple or daemon" >&2; exit 2; }
+                PEERS+=" $2"; shift 2 ;;
+        --peer=*) PEERS+=" ${1#--peer=}"; shift ;;
+        *) echo "unknown argument $1 (--peer tuned|simple|daemon)" >&2; exit 2 ;;
+    esac
+done
+PEERS="$(tr ' ' '\n' <<<"$PEERS" | awk 'NF && !seen[$0]++' | tr '\n' ' ')"
+for K in $PEERS; do
+    case "$K" in tuned|simple|daemon) ;; *) echo "unknown peer $K (tuned, simple, daemon)" >&2; exit 2 ;; esac
+    if [[ "$K" != tuned && ! -x "$SIPP" ]]; then
+        echo "--peer $K is measured with sipp: install the Debian package sip-tester" >&2; exit 2
+    fi
+done
 
 for T in $TRANSPORTS; do
     case "$T" in udp|tcp|tls) ;; *) echo "TRANSPORTS: unknown transport $T (udp, tcp, tls)" >&2; exit 2 ;; esac
@@ -122,25 +155,52 @@ cd "$ROOT"
 echo "work=$WORK cores=$(nproc) step_seconds=$STEP_SECONDS rates=[$RATES]"
 echo "call_gen.py: transports=[$TRANSPORTS] processes=$GENERATORS; sipp: transports=[$SIPP_TRANSPORTS]"
 
-# start_peer NAME TRANSPORT: a fresh accept_peer.py; sets PEER_PID, PEER_PORT.
+# start_peer NAME TRANSPORT [KIND]: a fresh peer of KIND (tuned, simple,
+# daemon; default tuned); sets PEER_PID, PEER_PORT (and HTTP_PORT for the daemon).
 start_peer() {
-    local name="$1" transport="$2"
+    local name="$1" transport="$2" kind="${3:-tuned}"
     local profile=()
     if [[ -n "${SIPD_PROFILE:-}" ]]; then profile=(env "SIPD_PROFILE=$SIPD_PROFILE.$name"); fi
-    "${profile[@]}" "$PY" "$HERE/accept_peer.py" --port 0 --transport "$transport" \
-        --cert "$WORK/certs/server.crt" --key "$WORK/certs/server.key" \
-        >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    local launched=$!
-    for _ in $(seq 100); do
-        grep -q '^PORT ' "$WORK/$name.out" 2>/dev/null && break
-        sleep 0.1
-    done
-    PEER_PID="$(awk '/^PID / {print $2}' "$WORK/$name.out")"
-    PEER_PORT="$(awk '/^PORT / {print $2}' "$WORK/$name.out")"
-    if [[ -z "$PEER_PID" || -z "$PEER_PORT" || "$PEER_PID" != "$launched" ]]; then
-        echo "accept_peer.py did not start:" >&2
-        cat "$WORK/$name.err" >&2
-        exit 2
+    local launched
+    if [[ "$kind" == daemon ]]; then
+        PEER_PORT="$(free_port udp)"
+        HTTP_PORT="$(free_port tcp)"
+        # etc/sipd.yaml's defaults but for the addresses, the RTP range and
+        # the per-source limit (sipp's calls all come from one address).
+        printf '%s\n' "sip: {listen: 127.0.0.1:$PEER_PORT}" "http: {listen: 127.0.0.1:$HTTP_PORT}" \
+            "media: {port_min: 20000, port_max: 60000}" "overload: {source_rate: 0}" >"$WORK/$name.yaml"
+        "$PY" -c "import sys; from twisted.scripts.twistd import run; sys.exit(run())" \
+            -n --pidfile= --logfile "$WORK/$name.log" sipd --config "$WORK/$name.yaml" \
+            >"$WORK/$name.out" 2>"$WORK/$name.err" &
+        launched=$!
+        for _ in $(seq 100); do
+            curl -fs "http://127.0.0.1:$HTTP_PORT/status" >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+        PEER_PID="$launched"
+        if ! curl -fs "http://127.0.0.1:$HTTP_PORT/status" >/dev/null 2>&1; then
+            echo "twistd sipd did not start:" >&2
+            cat "$WORK/$name.err" "$WORK/$name.log" >&2
+            exit 2
+        fi
+    else
+        local api=()
+        if [[ "$kind" == simple ]]; then api=(--api simple); fi
+        "${profile[@]}" "$PY" "$HERE/accept_peer.py" --port 0 --transport "$transport" "${api[@]}" \
+            --cert "$WORK/certs/server.crt" --key "$WORK/certs/server.key" \
+            >"$WORK/$name.out" 2>"$WORK/$name.err" &
+        launched=$!
+        for _ in $(seq 100); do
+            grep -q '^PORT ' "$WORK/$name.out" 2>/dev/null && break
+            sleep 0.1
+        done
+        PEER_PID="$(awk '/^PID / {print $2}' "$WORK/$name.out")"
+        PEER_PORT="$(awk '/^PORT / {print $2}' "$WORK/$name.out")"
+        if [[ -z "$PEER_PID" || -z "$PEER_PORT" || "$PEER_PID" != "$launched" ]]; then
+            echo "accept_peer.py did not start:" >&2
+            cat "$WORK/$name.err" >&2
+            exit 2
+        fi
     fi
     sleep 1
     IDLE_RSS_KB="$(rss_kb "$PEER_PID")"
@@ -150,11 +210,19 @@ start_peer() {
 # stop_peer NAME TRANSPORT: idle wait, RSS, SIGTERM by PID; checks that the
 # INVITEs came over TRANSPORT (the peer's RECEIVED line). Sets PEAK_KB.
 stop_peer() {
-    local name="$1" transport="$2"
+    local name="$1" transport="$2" kind="${3:-tuned}"
     PEAK_KB="$(hwm_kb "$PEER_PID")"
     sleep "$IDLE_WAIT"
     local after_kb
     after_kb="$(rss_kb "$PEER_PID")"
+    if [[ "$kind" == daemon ]]; then
+        # The daemon prints no RECEIVED line: its /metrics count the INVITEs by transport.
+        curl -fs "http://127.0.0.1:$HTTP_PORT/metrics" | awk '
+            /^sipd_sip_requests_received_total\{/ && /method="INVITE"/ {
+                t = "udp"; if (match($0, /transport="[a-z]+"/)) t = substr($0, RSTART + 11, RLENGTH - 12)
+                n[t] += $NF }
+            END { printf "RECEIVED udp=%d tcp=%d tls=%d\n", n["udp"], n["tcp"], n["tls"] }' >>"$WORK/$name.out"
+    fi
     kill -TERM "$PEER_PID"
     for _ in $(seq 50); do kill -0 "$PEER_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$PEER_PID" 2>/dev/null || true
@@ -227,13 +295,15 @@ step_sipp() {
     GEN_CPU="-"
 }
 
-# search GEN TRANSPORT: the step search with generator GEN (gen or sipp); sets MAX_CPS.
+# search GEN TRANSPORT [KIND]: the step search with generator GEN (gen or
+# sipp) against a peer of KIND; sets MAX_CPS and CALLS_PER_CPU_S (at that step).
 search() {
-    local gen="$1" transport="$2" name="peer-$1-$2"
-    start_peer "$name" "$transport"
+    local gen="$1" transport="$2" kind="${3:-tuned}" name="peer-${3:-tuned}-$1-$2"
+    start_peer "$name" "$transport" "$kind"
     printf '%5s %4s %6s %8s %8s %8s %9s %6s %6s %7s %7s %6s\n' \
         load via rate target success failed achieved peer% gen% rss_mb hwm_mb drops
     MAX_CPS=0
+    CALLS_PER_CPU_S=0
     local rate c0 c1 d0 d1 t0 t1 ms achieved cpu
     for rate in $RATES; do
         t0="$(now_ns)"
@@ -253,6 +323,7 @@ search() {
         if [[ "$LOAD_RC" == 0 && "$FAILED" == 0 && "$SUCCESS" == "$TOTAL" \
               && "$ELAPSED_MS" -le $((STEP_SECONDS * 1000 * 110 / 100 + 2000)) ]]; then
             MAX_CPS="$achieved"  # what was sustained, not what was asked for
+            CALLS_PER_CPU_S=$((c1 > c0 ? SUCCESS * CLK_TCK / (c1 - c0) : 0))
         else
             local why=""
             if [[ "$GEN_CPU" != "-" && "$GEN_CPU" -ge $((GENERATORS * 90)) ]]; then
@@ -266,24 +337,42 @@ search() {
             exit 1
         fi
     done
-    stop_peer "$name" "$transport"
+    stop_peer "$name" "$transport" "$kind"
 }
 
 VOID=0
 declare -A GEN_MAX SIPP_MAX
 PEAK_ALL_KB=0
+declare -A GEN_PER_CPU
 for T in $TRANSPORTS; do
     search gen "$T"
     GEN_MAX[$T]="$MAX_CPS"
+    GEN_PER_CPU[$T]="$CALLS_PER_CPU_S"
     PEAK_ALL_KB=$((PEAK_KB > PEAK_ALL_KB ? PEAK_KB : PEAK_ALL_KB))
 done
+declare -A SIPP_PER_CPU KIND_MAX KIND_PER_CPU
 for T in $SIPP_TRANSPORTS; do
     search sipp "$T"
     SIPP_MAX[$T]="$MAX_CPS"
+    SIPP_PER_CPU[$T]="$CALLS_PER_CPU_S"
+    PEAK_ALL_KB=$((PEAK_KB > PEAK_ALL_KB ? PEAK_KB : PEAK_ALL_KB))
+done
+for K in $PEERS; do
+    [[ "$K" == tuned ]] && continue
+    search sipp udp "$K"
+    KIND_MAX[$K]="$MAX_CPS"
+    KIND_PER_CPU[$K]="$CALLS_PER_CPU_S"
     PEAK_ALL_KB=$((PEAK_KB > PEAK_ALL_KB ? PEAK_KB : PEAK_ALL_KB))
 done
 
 RESULT="RESULT"
+if [[ -n "${SIPP_MAX[udp]:-}" ]]; then
+    TUNED_MAX="${SIPP_MAX[udp]}"; RESULT+=" max_cps=$TUNED_MAX calls_per_cpu_s=${SIPP_PER_CPU[udp]}"
+elif [[ -n "${GEN_MAX[udp]:-}" ]]; then
+    TUNED_MAX="${GEN_MAX[udp]}"; RESULT+=" max_cps=$TUNED_MAX calls_per_cpu_s=${GEN_PER_CPU[udp]}"
+else
+    TUNED_MAX=""
+fi
 for T in $TRANSPORTS; do RESULT+=" max_cps_$T=${GEN_MAX[$T]}"; done
 if [[ -n "${GEN_MAX[udp]:-}" ]]; then
     for T in tcp tls; do
@@ -294,6 +383,11 @@ for T in $SIPP_TRANSPORTS; do RESULT+=" sipp_max_cps_$T=${SIPP_MAX[$T]}"; done
 if [[ -n "${SIPP_MAX[udp]:-}" && -n "${SIPP_MAX[tcp]:-}" ]]; then
     RESULT+=" sipp_tcp_vs_udp=$(ratio "${SIPP_MAX[tcp]}" "${SIPP_MAX[udp]}")"
 fi
+for K in $PEERS; do
+    [[ "$K" == tuned ]] && continue
+    RESULT+=" ${K}_max_cps=${KIND_MAX[$K]} ${K}_calls_per_cpu_s=${KIND_PER_CPU[$K]}"
+    if [[ -n "$TUNED_MAX" ]]; then RESULT+=" ${K}_vs_tuned=$(ratio "${KIND_MAX[$K]}" "$TUNED_MAX")"; fi
+done
 RESULT+=" rss_mb=$((PEAK_ALL_KB / 1024))"
 if [[ "$VOID" != 0 ]]; then
     echo "some load did not go over the transport it was meant for (see above)" >&2
