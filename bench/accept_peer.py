@@ -36,7 +36,8 @@ reactor under cProfile and writes the stats to that file at exit.
 
 Like the daemon it tunes the garbage collector at start
 (:func:`sipd.runtime.tune_collector`); ``GC_TUNING=0`` keeps CPython's
-defaults, to measure what the tuning is worth.
+defaults, to measure what the tuning is worth. The simple peer keeps
+CPython's defaults, as a SimplePeer does, unless ``GC_TUNING=1``.
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ def main() -> int:
     coordinator: UnifiedCoordinator
     if args.api == "simple":
         coordinator, answered_list = _simple_peer(args.host, args.port, settings)
+        if os.environ.get("GC_TUNING") == "1":  # what tuning would give a SimplePeer
+            tune_collector()
     else:
         config = SipdConfig(
             name="bench",

@@ -33,7 +33,10 @@
 #     (idle silence, an RTP port pair per call, no logging set up, as in the
 #     README) answering from wait_for_incoming();
 #   * daemon: `twistd -n sipd` with etc/sipd.yaml's defaults (echo handler,
-#     info-level log to a file, the console recording every call's messages).
+#     info-level log to a file, the console recording every call's messages);
+#   * daemon_noconsole: the same daemon with `console: {enabled: false}`, to
+#     measure what the console's recording costs per call (compare
+#     calls_per_cpu_s at the same rate, e.g. RATES="300").
 # Both turn off only the per-source INVITE limit (every sipp call comes from
 # one address), as the tuned peer does.
 #
@@ -89,7 +92,10 @@ while [[ $# -gt 0 ]]; do
 done
 PEERS="$(tr ' ' '\n' <<<"$PEERS" | awk 'NF && !seen[$0]++' | tr '\n' ' ')"
 for K in $PEERS; do
-    case "$K" in tuned|simple|daemon) ;; *) echo "unknown peer $K (tuned, simple, daemon)" >&2; exit 2 ;; esac
+    case "$K" in
+        tuned|simple|daemon|daemon_noconsole) ;;
+        *) echo "unknown peer $K (tuned, simple, daemon, daemon_noconsole)" >&2; exit 2 ;;
+    esac
     if [[ "$K" != tuned && ! -x "$SIPP" ]]; then
         echo "--peer $K is measured with sipp: install the Debian package sip-tester" >&2; exit 2
     fi
@@ -162,13 +168,14 @@ start_peer() {
     local profile=()
     if [[ -n "${SIPD_PROFILE:-}" ]]; then profile=(env "SIPD_PROFILE=$SIPD_PROFILE.$name"); fi
     local launched
-    if [[ "$kind" == daemon ]]; then
+    if [[ "$kind" == daemon* ]]; then
         PEER_PORT="$(free_port udp)"
         HTTP_PORT="$(free_port tcp)"
         # etc/sipd.yaml's defaults but for the addresses, the RTP range and
         # the per-source limit (sipp's calls all come from one address).
         printf '%s\n' "sip: {listen: 127.0.0.1:$PEER_PORT}" "http: {listen: 127.0.0.1:$HTTP_PORT}" \
             "media: {port_min: 20000, port_max: 60000}" "overload: {source_rate: 0}" >"$WORK/$name.yaml"
+        if [[ "$kind" == daemon_noconsole ]]; then echo "console: {enabled: false}" >>"$WORK/$name.yaml"; fi
         "$PY" -c "import sys; from twisted.scripts.twistd import run; sys.exit(run())" \
             -n --pidfile= --logfile "$WORK/$name.log" sipd --config "$WORK/$name.yaml" \
             >"$WORK/$name.out" 2>"$WORK/$name.err" &
@@ -215,7 +222,7 @@ stop_peer() {
     sleep "$IDLE_WAIT"
     local after_kb
     after_kb="$(rss_kb "$PEER_PID")"
-    if [[ "$kind" == daemon ]]; then
+    if [[ "$kind" == daemon* ]]; then
         # The daemon prints no RECEIVED line: its /metrics count the INVITEs by transport.
         curl -fs "http://127.0.0.1:$HTTP_PORT/metrics" | awk '
             /^sipd_sip_requests_received_total\{/ && /method="INVITE"/ {
