@@ -183,7 +183,8 @@ step() {
     set +e
     timeout -k 5 $((STEP_SECONDS * 2 + 40)) "$SIPP" -sf "$WORK/uac_rr.xml" -s service \
         -i 127.0.0.1 -p "$(free_port)" -m "$total" -r "$rate" -l $((rate * 4)) -d 0 \
-        -timeout $((STEP_SECONDS * 2 + 30)) -nostdin "127.0.0.1:$KAM_PORT" >"$out" 2>&1 &
+        -timeout $((STEP_SECONDS * 2 + 30)) -nostdin -trace_err -error_file "$WORK/sipp-errors-$n-$rate.log" \
+        "127.0.0.1:$KAM_PORT" >"$out" 2>&1 &
     LOAD_PID=$!
     local sipp_ticks=0 sipp_pid=""
     while kill -0 "$LOAD_PID" 2>/dev/null; do
