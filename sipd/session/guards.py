@@ -49,7 +49,15 @@ def offer_answer(s: UnifiedSession, event: object) -> Answered | SdpError | None
         body = sdp_body(request) if request is not None else None
         if not body:
             return None
-        return answer_offer(body, s.sdp_context(unbound=True))
+        context = s.sdp_context(unbound=True)
+        # The IncomingCall row and the accept after it check the same offer:
+        # negotiate once unless our side (codecs, SRTP policy...) changed between.
+        cached = s.offer_cache
+        if cached is not None and cached[0] is request and cached[1] == context:
+            return cached[2]  # type: ignore[return-value]
+        result = answer_offer(body, context)
+        s.offer_cache = (request, context, result)
+        return result
 
     return s.memo("offer", event, compute)
 

@@ -158,6 +158,9 @@ class UnifiedSession:
         self._glare: tuple[float, float] = (-1.0, 0.0)
         self._memo_event: object = None
         self._memo: dict[str, object] = {}
+        #: (INVITE, context, result) of the last offer checked: the early 488 row
+        #: and the accept that follows ask the same question of the same offer.
+        self.offer_cache: tuple[object, object, object] | None = None
         self.machine: SessionMachine = factory.create(self)
 
     def __repr__(self) -> str:
@@ -288,7 +291,7 @@ class UnifiedSession:
         self.media_port.detach()
         # A failure's traceback holds the frames that raised it, and they hold
         # this session: keep the exception (callers read it), not its frames.
-        self._memo_event, self._memo = None, {}
+        self._memo_event, self._memo, self.offer_cache = None, {}, None
         for error in (self.failure, self.answer_outcome.error, self.end_outcome.error):
             forget_traceback(error)
 
