@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from sipd.sip.errors import BadRequest
-from sipd.sip.grammar import parse_digits, split_list
+from sipd.sip.grammar import parse_digits, slot_setter, split_list
 
 __all__ = [
     "COMPACT_FORMS",
@@ -125,7 +126,15 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
+# The spellings lookups use in practice (canonical, lower-case, compact), so
+# the hot path skips lower-casing the name on every call.
+_EXACT_KEY: dict[str, str] = {**_KEY, **{name: _KEY[name.lower()] for name in _CANONICAL.values()}}
+
+
 def _key(name: str) -> str:
+    key = _EXACT_KEY.get(name)
+    if key is not None:
+        return key
     low = name.lower()
     return _KEY.get(low, low)
 
@@ -137,22 +146,41 @@ class Headers:
     spelling and the value as received (folded lines joined by one space).
     :attr:`version` increases with every change, which lets a message tell
     cheaply whether it can re-emit the bytes it was parsed from.
+
+    A parsed block also carries an index of each name's first value and a
+    memo of typed values parsed from it (the message's CSeq, From, To, top
+    Via): a UA reads those several times per message, and every change
+    drops both, so a typed view never outlives the text it came from.
     """
 
-    __slots__ = ("_items", "version")
+    __slots__ = ("_index", "_items", "_memo", "version")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = [
             (_key(n), canonical_name(n), v) for n, v in items
         ]
         self.version = 0
+        #: key -> first value, for blocks built by the parser; None otherwise.
+        self._index: dict[str, str] | None = None
+        #: Typed values parsed from this block, cleared on every change.
+        self._memo: dict[str, Any] | None = None
 
     @classmethod
-    def _from_parsed(cls, items: list[tuple[str, str, str]]) -> Headers:
+    def _from_parsed(
+        cls, items: list[tuple[str, str, str]], index: dict[str, str] | None = None
+    ) -> Headers:
+        """Wrap parser output; ``index`` maps each key to its first value."""
         h = cls.__new__(cls)
         h._items = items
         h.version = 0
+        h._index = index
+        h._memo = None
         return h
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._index = None
+        self._memo = None
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((n, v) for _, n, v in self._items)
@@ -164,6 +192,8 @@ class Headers:
         if not isinstance(name, str):
             return False
         key = _key(name)
+        if self._index is not None:
+            return key in self._index
         return any(k == key for k, _, _ in self._items)
 
     def __repr__(self) -> str:
@@ -171,11 +201,14 @@ class Headers:
 
     def copy(self) -> Headers:
         """An independent copy."""
-        return Headers._from_parsed(list(self._items))
+        # The index is never changed in place, so the copy may share it.
+        return Headers._from_parsed(list(self._items), self._index)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of the first ``name`` header line, or ``default``."""
-        key = _key(name)
+        key = _EXACT_KEY.get(name) or _key(name)
+        if self._index is not None:
+            return self._index.get(key, default)
         for k, _, v in self._items:
             if k == key:
                 return v
@@ -199,7 +232,8 @@ class Headers:
 
     def first_value(self, name: str) -> str | None:
         """The first element of a list header (the top ``Via``, say)."""
-        v = self.get(name)
+        key = _EXACT_KEY.get(name) or _key(name)
+        v = self._index.get(key) if self._index is not None else self.get(name)
         if v is None:
             return None
         if "," not in v:
@@ -223,12 +257,12 @@ class Headers:
         if not placed:
             out.append(entry)
         self._items = out
-        self.version += 1
+        self._changed()
 
     def add(self, name: str, value: str) -> None:
         """Append a ``name`` line after every other header."""
         self._items.append((_key(name), canonical_name(name), value))
-        self.version += 1
+        self._changed()
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a ``name`` line before the first existing ``name`` line.
@@ -242,7 +276,7 @@ class Headers:
                 break
         else:
             self._items.insert(0, (key, canonical_name(name), value))
-        self.version += 1
+        self._changed()
 
     def remove(self, name: str) -> int:
         """Remove every ``name`` line; returns how many were removed."""
@@ -251,7 +285,7 @@ class Headers:
         self._items = [item for item in self._items if item[0] != key]
         removed = before - len(self._items)
         if removed:
-            self.version += 1
+            self._changed()
         return removed
 
     def pop_first_value(self, name: str) -> str | None:
@@ -264,7 +298,7 @@ class Headers:
                     del self._items[i]
                 else:
                     self._items[i] = (k, n, ", ".join(parts[1:]))
-                self.version += 1
+                self._changed()
                 return parts[0] if parts else None
         return None
 
@@ -280,9 +314,23 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
+# Built per message: see grammar.slot_setter for why not CSeq(...).
+_new = object.__new__
+_set_number = slot_setter(CSeq, "number")
+_set_method = slot_setter(CSeq, "method")
+
+
 def parse_cseq(value: str) -> CSeq:
     """Parse ``CSeq: 4711 INVITE`` (RFC 3261 §20.16: number below 2**31)."""
     parts = value.split()
+    if len(parts) == 2:
+        number_text = parts[0]
+        # Nine digits or fewer always fit below 2**31: no range check needed.
+        if len(number_text) < 10 and number_text.isdigit() and number_text.isascii():
+            cseq: CSeq = _new(CSeq)
+            _set_number(cseq, int(number_text))
+            _set_method(cseq, parts[1])
+            return cseq
     if len(parts) != 2 or not (parts[0].isascii() and parts[0].isdigit()):
         raise BadRequest(f"malformed CSeq {value!r}")
     number = parse_digits(parts[0], 2**31 - 1)

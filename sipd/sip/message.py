@@ -14,11 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sipd.sip.address import NameAddr, parse_name_addr
+from sipd.sip.address import clear_cache as _clear_address_cache
 from sipd.sip.errors import BadRequest, VersionNotSupported
 from sipd.sip.grammar import is_token, parse_digits
 from sipd.sip.headers import _KEY, CSeq, Headers, canonical_name, parse_cseq
 from sipd.sip.uri import Uri, parse_uri
 from sipd.sip.via import Via, parse_via
+from sipd.sip.via import clear_cache as _clear_via_cache
 
 __all__ = [
     "REASON_PHRASES",
@@ -92,6 +94,7 @@ REASON_PHRASES: dict[int, str] = {
 _CONTENT_LENGTH_KEY = "content-length"
 _ESSENTIAL = frozenset({"Via", "From", "To", "Call-ID", "CSeq"})
 _REQUIRED_KEYS = ("via", "from", "to", "call-id", "cseq")
+_REQUIRED_SET = frozenset(_REQUIRED_KEYS)
 
 
 class Message:
@@ -103,10 +106,15 @@ class Message:
     body: bytes
 
     # -- typed views of the common headers (parsed on demand) -------------
+    # CSeq, From, To and the top Via are parsed once per header block and
+    # memoised on it (Headers drops the memo on any change): the transaction,
+    # dialog and session layers each read them again for the same message.
+
     @property
     def call_id(self) -> str:
         """The Call-ID."""
-        value = self.headers.get("Call-ID")
+        index = self.headers._index
+        value = index.get("call-id") if index is not None else self.headers.get("call-id")
         if value is None:
             raise BadRequest("missing Call-ID header")
         return value
@@ -114,20 +122,27 @@ class Message:
     @property
     def cseq(self) -> CSeq:
         """The CSeq as a :class:`CSeq`."""
-        value = self.headers.get("CSeq")
-        if value is None:
-            raise BadRequest("missing CSeq header")
-        return parse_cseq(value)
+        headers = self.headers
+        memo = headers._memo
+        if memo is None:
+            memo = headers._memo = {}
+        cseq: CSeq | None = memo.get("cseq")
+        if cseq is None:
+            value = headers.get("cseq")
+            if value is None:
+                raise BadRequest("missing CSeq header")
+            cseq = memo["cseq"] = parse_cseq(value)
+        return cseq
 
     @property
     def from_(self) -> NameAddr:
         """The From address (``from`` is a keyword, hence the underscore)."""
-        return _address(self.headers, "From")
+        return _address(self.headers, "from")
 
     @property
     def to(self) -> NameAddr:
         """The To address."""
-        return _address(self.headers, "To")
+        return _address(self.headers, "to")
 
     @property
     def vias(self) -> list[Via]:
@@ -137,10 +152,22 @@ class Message:
     @property
     def top_via(self) -> Via:
         """The top Via: it names the transaction (branch) and the reply address."""
-        value = self.headers.first_value("Via")
-        if value is None:
-            raise BadRequest("missing Via header")
-        return parse_via(value)
+        headers = self.headers
+        memo = headers._memo
+        if memo is None:
+            memo = headers._memo = {}
+        via: Via | None = memo.get("via")
+        if via is None:
+            # The parser's index holds stripped values: one without a comma
+            # is the top Via as it stands.
+            index = headers._index
+            value = index.get("via") if index is not None else None
+            if value is None or "," in value:
+                value = headers.first_value("via")
+            if value is None:
+                raise BadRequest("missing Via header")
+            via = memo["via"] = parse_via(value)
+        return via
 
     @property
     def contacts(self) -> list[NameAddr]:
@@ -179,11 +206,18 @@ class Message:
         return "\r\n".join(lines).encode("utf-8") + self.body
 
 
-def _address(headers: Headers, name: str) -> NameAddr:
-    value = headers.get(name)
-    if value is None:
-        raise BadRequest(f"missing {name} header")
-    return parse_name_addr(value)
+def _address(headers: Headers, key: str) -> NameAddr:
+    memo = headers._memo
+    if memo is None:
+        memo = headers._memo = {}
+    addr: NameAddr | None = memo.get(key)
+    if addr is None:
+        index = headers._index
+        value = index.get(key) if index is not None else headers.get(key)
+        if value is None:
+            raise BadRequest(f"missing {canonical_name(key)} header")
+        addr = memo[key] = parse_name_addr(value)
+    return addr
 
 
 @dataclass(slots=True, eq=False)
@@ -313,8 +347,10 @@ _NAME_CACHE_MAX = 512
 
 
 def clear_cache() -> None:
-    """Forget cached header-name lookups (see :func:`sipd.sip.uri.clear_cache`)."""
+    """Forget cached header-name and address lookups (see :func:`sipd.sip.uri.clear_cache`)."""
     _NAME_CACHE.clear()
+    _clear_address_cache()
+    _clear_via_cache()
 
 
 def _header_name(raw: str) -> tuple[str, str]:
@@ -353,6 +389,13 @@ def _header_lines(lines: list[str]) -> list[tuple[str, str, str]]:
     return items
 
 
+def _index_of(items: list[tuple[str, str, str]]) -> dict[str, str]:
+    index: dict[str, str] = {}
+    for key, _, value in reversed(items):
+        index[key] = value
+    return index
+
+
 def parse_message(data: bytes) -> Request | Response:
     """Parse one datagram into a :class:`Request` or :class:`Response`.
 
@@ -364,24 +407,53 @@ def parse_message(data: bytes) -> Request | Response:
         data = data.lstrip(b"\r\n")
         if not data:
             raise BadRequest("empty message")
-    head, body = _split_head(data)
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        head, body = data[:end], data[end + 4 :]
+    else:
+        head, body = _split_head(data)
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("header block is not valid UTF-8") from None
-    sep = "\r\n" if "\r\n" in text else "\n"
-    start, _, rest = text.partition(sep)
-    items = _header_lines(rest.split(sep)) if rest else []
-    headers = Headers._from_parsed(items)
+    lines = text.split("\r\n" if "\r\n" in text else "\n")
+    lines.reverse()
+    start = lines.pop()
 
-    present = {k for k, _, _ in items}
-    for key in _REQUIRED_KEYS:
-        if key not in present:
-            raise BadRequest(f"missing {canonical_name(key)} header")
+    # The everyday header block in one pass, last line first so that plain
+    # assignment leaves each key's *first* value in the index. Anything
+    # unusual (an empty or folded line, no colon, a name not seen before)
+    # goes to the general walk. Names are cached only once validated, and a
+    # folded line's "name" starts with a blank, so none slips through here.
+    items: list[tuple[str, str, str]] = []
+    index: dict[str, str] = {}
+    append = items.append
+    names = _NAME_CACHE.get
+    for line in lines:
+        name, colon, value = line.partition(":")
+        entry = names(name)
+        if entry is None or not colon:
+            lines.reverse()
+            items = _header_lines(lines)
+            index = _index_of(items)
+            break
+        key, canonical = entry
+        index[key] = value = value.strip()
+        append((key, canonical, value))
+    else:
+        items.reverse()
+    headers = Headers._from_parsed(items, index)
 
-    content_length = None
-    if _CONTENT_LENGTH_KEY in present:
-        raw_length = headers.get("Content-Length", "") or ""
+    if not index.keys() >= _REQUIRED_SET:
+        for key in _REQUIRED_KEYS:
+            if key not in index:
+                raise BadRequest(f"missing {canonical_name(key)} header")
+
+    raw_length = index.get(_CONTENT_LENGTH_KEY)
+    if raw_length == "0":
+        if body:
+            body = data = b""
+    elif raw_length is not None:
         if not (raw_length.isascii() and raw_length.isdigit()):
             raise BadRequest(f"malformed Content-Length {raw_length[:40]!r}")
         content_length = parse_digits(raw_length, 2**32)
@@ -396,21 +468,32 @@ def parse_message(data: bytes) -> Request | Response:
             body = body[:content_length]
             data = b""
 
-    cseq = parse_cseq(headers.get("CSeq") or "")
-    message: Request | Response
+    cseq = parse_cseq(index["cseq"])
+    headers._memo = {"cseq": cseq}
+    raw = data or None
+    # The message is built with its "unchanged since parsing" stamp (what
+    # ``_state()`` would return) in one constructor call.
     if start.startswith("SIP/"):
-        message = _parse_status_line(start, headers, body)
-    else:
-        message = _parse_request_line(start, headers, body)
-        if cseq.method != message.method:
-            raise BadRequest(f"CSeq method {cseq.method} does not match {message.method}")
-    message._raw = data or None
-    message._raw_state = message._state()
-    return message
+        status, reason = _parse_status_line(start)
+        return Response(
+            status, reason, headers, body, SIP_VERSION, raw, (status, reason, body, headers, 0)
+        )
+    method, uri = _parse_request_line(start)
+    if cseq.method != method:
+        raise BadRequest(f"CSeq method {cseq.method} does not match {method}")
+    return Request(method, uri, headers, body, SIP_VERSION, raw, (method, uri, body, headers, 0))
 
 
-def _parse_status_line(start: str, headers: Headers, body: bytes) -> Response:
+def _parse_status_line(start: str) -> tuple[int, str]:
+    """Status code and reason phrase (never empty: Response would fill it in)."""
     parts = start.split(" ", 2)
+    if len(parts) == 3 and parts[0] == SIP_VERSION:
+        # ``SIP/2.0 180 Ringing``: the checks below, in short.
+        code, reason = parts[1], parts[2]
+        if len(code) == 3 and code.isdigit() and code.isascii() and reason:
+            status = int(code)
+            if 100 <= status <= 699:
+                return status, reason
     if len(parts) < 2:
         raise BadRequest(f"malformed status line {start[:60]!r}")
     version = parts[0]
@@ -420,19 +503,40 @@ def _parse_status_line(start: str, headers: Headers, body: bytes) -> Response:
     if len(code) != 3 or not (code.isascii() and code.isdigit()) or not 100 <= int(code) <= 699:
         raise BadRequest(f"bad status code {code!r}")
     reason = parts[2] if len(parts) == 3 else ""
-    return Response(int(code), reason or REASON_PHRASES.get(int(code), ""), headers, body)
+    return int(code), reason or REASON_PHRASES.get(int(code), "Unknown")
 
 
-def _parse_request_line(start: str, headers: Headers, body: bytes) -> Request:
+#: Methods known to be tokens, so the request line need not run the regex.
+_KNOWN_METHODS = frozenset(
+    {
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "INFO",
+        "INVITE",
+        "MESSAGE",
+        "NOTIFY",
+        "OPTIONS",
+        "PRACK",
+        "PUBLISH",
+        "REFER",
+        "REGISTER",
+        "SUBSCRIBE",
+        "UPDATE",
+    }
+)
+
+
+def _parse_request_line(start: str) -> tuple[str, Uri]:
     parts = start.split(" ")
     if len(parts) != 3 or not all(parts):
         raise BadRequest(f"malformed request line {start[:60]!r}")
     method, uri_text, version = parts
-    if not is_token(method):
+    if method not in _KNOWN_METHODS and not is_token(method):
         raise BadRequest(f"malformed method {method[:20]!r}")
-    if version.upper() != SIP_VERSION:
+    if version != SIP_VERSION and version.upper() != SIP_VERSION:
         raise VersionNotSupported(f"SIP version {version!r} not supported")
-    return Request(method, parse_uri(uri_text), headers, body)
+    return method, parse_uri(uri_text)
 
 
 def make_response(

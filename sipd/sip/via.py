@@ -18,6 +18,7 @@ from sipd.sip.grammar import (
     parse_digits,
     parse_params,
     set_param,
+    slot_setter,
 )
 
 __all__ = ["MAGIC_COOKIE", "Via", "parse_via", "response_address"]
@@ -25,9 +26,11 @@ __all__ = ["MAGIC_COOKIE", "Via", "parse_via", "response_address"]
 #: RFC 3261 §8.1.1.7: branches that start with this were made by a 3261 stack.
 MAGIC_COOKIE = "z9hG4bK"
 
-# The everyday ``SIP/2.0/UDP host:port;params`` with no stray blanks, taken
-# without the general walk; the general path gives the same answer for it.
-_SIMPLE_VIA_RE = re.compile(r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9\-.]+)(?::([0-9]{1,5}))?(;\S*)?")
+# The everyday ``SIP/2.0/UDP host:port;params`` is taken by plain string
+# splits; these are the sent-protocol spellings that path knows.
+_COMMON_PROTOCOLS: dict[str, str] = {
+    f"SIP/2.0/{t}": t for t in ("UDP", "TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS")
+}
 _PROTO_RE = re.compile(r"^\s*([^/\s]+)\s*/\s*([^/\s]+)\s*/\s*([^\s]+)\s+(.*)$", re.S)
 
 
@@ -48,7 +51,10 @@ class Via:
     @property
     def branch(self) -> str | None:
         """The ``branch`` parameter, or None for an RFC 2543 peer without one."""
-        return get_param(self.params, "branch")
+        for name, value in self.params:  # get_param, inlined: read per message
+            if name == "branch":
+                return "" if value is None else value
+        return None
 
     @property
     def received(self) -> str | None:
@@ -100,18 +106,65 @@ class Via:
         return dataclasses.replace(self, params=set_param(self.params, name, value))
 
 
+# Built per message: see grammar.slot_setter for why not Via(...).
+_new = object.__new__
+_set_transport = slot_setter(Via, "transport")
+_set_host = slot_setter(Via, "host")
+_set_port = slot_setter(Via, "port")
+_set_params = slot_setter(Via, "params")
+_set_protocol = slot_setter(Via, "protocol")
+
+
+def _new_via(transport: str, host: str, port: int | None, params: Params) -> Via:
+    """``Via(transport, host, port, params)``, built without the frozen __init__."""
+    via: Via = _new(Via)
+    _set_transport(via, transport)
+    _set_host(via, host)
+    _set_port(via, port)
+    _set_params(via, params)
+    _set_protocol(via, "SIP/2.0")
+    return via
+
+
+#: ``SIP/2.0/UDP host:port`` (the text before the first ``;``) -> transport,
+#: host and port. Each peer sends the same sent-by on every message and only
+#: the parameters (the branch) change, so that part is checked once. Only
+#: the fast path below fills it. Bounded: cleared when full.
+_SENT_BY_CACHE: dict[str, tuple[str, str, int | None]] = {}
+_SENT_BY_CACHE_MAX = 1024
+
+
+def clear_cache() -> None:
+    """Forget cached sent-by parses (see :func:`sipd.sip.uri.clear_cache`)."""
+    _SENT_BY_CACHE.clear()
+
+
 def parse_via(value: str) -> Via:
     """Parse a single Via value (split a multi-valued header first)."""
-    fast = _SIMPLE_VIA_RE.fullmatch(value)
-    if fast is not None:
-        transport, host, port_text, ptext = fast.groups()
-        if port_text is None or 0 < int(port_text) < 65536:
-            return Via(
-                transport.upper(),
-                host,
-                None if port_text is None else int(port_text),
-                parse_params(ptext) if ptext else (),
-            )
+    head, _, ptext = value.partition(";")
+    known = _SENT_BY_CACHE.get(head)
+    if known is not None:
+        return _new_via(known[0], known[1], known[2], parse_params(ptext))
+    # Fast path: the steps of the general one below for a known protocol and
+    # a host with no blanks or brackets and a plain port, so the same answer.
+    proto, _, rest = head.partition(" ")
+    transport = _COMMON_PROTOCOLS.get(proto)
+    if transport is not None:
+        host, colon, port_text = rest.partition(":")
+        if host and host[0] != "[" and " " not in host and host.isprintable():
+            number: int | None = None
+            if colon:
+                if not (len(port_text) < 6 and port_text.isdigit() and port_text.isascii()):
+                    number = 0
+                else:
+                    number = int(port_text)
+                    if number > 65535:
+                        number = 0
+            if number != 0:
+                if len(_SENT_BY_CACHE) >= _SENT_BY_CACHE_MAX:
+                    _SENT_BY_CACHE.clear()
+                _SENT_BY_CACHE[head] = (transport, host, number)
+                return _new_via(transport, host, number, parse_params(ptext))
     m = _PROTO_RE.match(value)
     if m is None:
         raise BadRequest(f"malformed Via {value!r}")
