@@ -44,7 +44,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet import udp
+from twisted.internet import base, udp
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IHalfCloseableDescriptor, IListeningPort
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.python.failure import Failure
@@ -172,6 +173,12 @@ class ErrorQueuePort(udp.Port):
     """A ``udp.Port`` that reads ICMP errors and tells ``protocol.unreachable(addr)``.
 
     Made like ``reactor.listenUDP`` makes its ports (see :func:`listen_udp`).
+
+    It binds and closes without ``udp.Port``'s two info-level log lines
+    ("... starting on N", "(UDP Port N Closed)"): a call opens and closes two
+    media ports, and at the daemon's default level those lines were four of
+    every call's five log lines, formatted and written at each call's set-up
+    and end. They are debug events here.
     """
 
     #: True once ``IP_RECVERR`` is set: only then is there a queue to read.
@@ -182,8 +189,35 @@ class ErrorQueuePort(udp.Port):
     _wakeups = 0
 
     def _bindSocket(self) -> None:
-        super()._bindSocket()  # type: ignore[no-untyped-call]
-        self.error_queue = _enable_error_queue(self.socket, self.addressFamily)
+        if self._preexistingSocket is None:
+            try:
+                sock = self.createInternetSocket()
+                sock.bind((self.interface, self.port))
+            except OSError as exc:
+                raise CannotListenError(self.interface, self.port, exc) from exc  # type: ignore[no-untyped-call]
+        else:  # adopted (adoptDatagramPort)
+            sock, self._preexistingSocket = self._preexistingSocket, None
+        self._realPortNumber = sock.getsockname()[1]
+        _log.debug("media port {port} open", port=self._realPortNumber)
+        self.connected = 1
+        self.socket = sock
+        self.fileno = sock.fileno  # type: ignore[method-assign]
+        self.error_queue = _enable_error_queue(sock, self.addressFamily)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        """Close as ``udp.Port`` does (protocol stopped, socket closed,
+        ``stopListening``'s Deferred fired), logging at debug level."""
+        _log.debug("media port {port} closed", port=self._realPortNumber)
+        self._realPortNumber = None
+        self.maxThroughput = -1
+        base.BasePort.connectionLost(self, reason)  # type: ignore[no-untyped-call]
+        self.protocol.doStop()
+        self.socket.close()
+        del self.socket
+        del self.fileno
+        stopped = self.__dict__.pop("d", None)
+        if stopped is not None:
+            stopped.callback(None)
 
     def doRead(self) -> None:
         """Read datagrams as ``udp.Port`` does, and the error queue when it may hold errors."""
@@ -233,7 +267,7 @@ class ErrorQueuePort(udp.Port):
             if pending:
                 self.startReading()  # type: ignore[no-untyped-call]
                 return
-        self.connectionLost(reason)  # type: ignore[no-untyped-call]
+        self.connectionLost(reason)
 
     def drain_errors(self) -> int:
         """Read up to :data:`MAX_ERRORS_PER_DRAIN` errors; tell the protocol of unreachable ports.

@@ -141,3 +141,35 @@ async def test_a_call_whose_peer_died_ends_within_the_unreachable_timeout(
     assert await eventually(lambda: all(r() is None for r in held), 3), [
         type(r()).__name__ for r in held if r() is not None
     ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_media_port_opens_and_closes_like_twisteds_but_logs_nothing_at_info() -> None:
+    """``stopListening`` fires, the socket is closed and the protocol stopped, as with
+    ``udp.Port``; yet no event at info level or above is published (a call opens and
+    closes two of these; the daemon's log used to get four lines per call from them)."""
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    seen: list[dict[str, Any]] = []
+
+    def observer(event: dict[str, Any]) -> None:
+        if event.get("log_level", LogLevel.info) >= LogLevel.info:
+            seen.append(event)
+
+    protocol = Recorder()
+    globalLogPublisher.addObserver(observer)
+    try:
+        port: Any = listen_udp(get_reactor(), 0, protocol, "127.0.0.1")
+        assert isinstance(port, ErrorQueuePort)
+        number = port.getHost().port
+        sock = port.socket
+        assert protocol.transport is port
+        await port.stopListening()
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert sock.fileno() == -1  # closed
+    assert protocol.transport is None and protocol.numPorts == 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind(("127.0.0.1", number))  # the port number is free again
+    texts = [formatEvent(e) for e in seen]
+    assert not [t for t in texts if "starting on" in t or "Closed" in t], texts
