@@ -85,13 +85,15 @@ class AudioFrame:
     ) -> AudioFrame:
         """Build a frame from samples known to be mono int16, skipping the checks.
 
-        For sipd's own receive path, which decodes thousands of frames a second.
+        For sipd's own receive path, which decodes thousands of frames a second:
+        the slots' own setters take half the time of ``object.__setattr__``,
+        which looks each name up first.
         """
-        frame = object.__new__(cls)
-        object.__setattr__(frame, "samples", samples)
-        object.__setattr__(frame, "sample_rate", sample_rate)
-        object.__setattr__(frame, "timestamp", timestamp)
-        object.__setattr__(frame, "sequence", sequence)
+        frame = _new(cls)
+        _set_samples(frame, samples)
+        _set_rate(frame, sample_rate)
+        _set_timestamp(frame, timestamp)
+        _set_sequence(frame, sequence)
         return frame
 
     @property
@@ -120,6 +122,13 @@ class AudioFrame:
         if n < 0:
             raise MediaValueError(f"a frame cannot hold {n} samples")
         return cls(np.zeros(n, dtype=np.int16), sample_rate)
+
+
+_new = object.__new__
+# The member descriptors of the slots (a frozen dataclass refuses ``frame.x = ...``).
+_set_samples, _set_rate, _set_timestamp, _set_sequence = (
+    vars(AudioFrame)[name].__set__ for name in ("samples", "sample_rate", "timestamp", "sequence")
+)
 
 
 def split_frames(

@@ -5,7 +5,10 @@ only 256, so the whole codec is two table lookups per law. The tables are
 built once at import from the ITU-T G.711 segment rules (the same rules as the
 classic Sun reference code that Python's ``audioop`` uses), and the unit tests
 check every one of the 65,536 inputs and 256 codes against ``audioop``.
-Encoding is then a single ``table.take(samples.view(uint16))``.
+Encoding is then a single ``table.take(samples.view(uint16))``, and the frames
+of many calls are encoded together by :func:`encode_frames`: numpy's fixed cost
+per call is larger than the lookup of one 160-sample frame, so the media clock
+pays it once per tick instead of once per call.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ __all__ = [
     "alaw_encode",
     "decode",
     "encode",
+    "encode_frames",
+    "encode_table",
     "ulaw_decode",
     "ulaw_encode",
 ]
@@ -144,3 +149,23 @@ def decode(codec_name: str, payload: bytes) -> NDArray[np.int16]:
     if _codec(codec_name) == "PCMU":
         return ulaw_decode(payload)
     return alaw_decode(payload)
+
+
+def encode_table(codec_name: str) -> NDArray[np.uint8]:
+    """The read-only lookup table of ``"PCMU"`` or ``"PCMA"``: code = table[uint16 sample]."""
+    return _ULAW_ENC if _codec(codec_name) == "PCMU" else _ALAW_ENC
+
+
+def encode_frames(codec_name: str, frames: Sequence[NDArray[np.int16]]) -> bytes:
+    """The codes of many int16 frames, concatenated, from one table lookup.
+
+    Byte for byte what encoding each frame alone and joining the payloads gives;
+    a caller that knows every frame's length (the media clock: 160 samples each)
+    slices the result back into payloads, which costs far less than a numpy call
+    per frame.
+    """
+    if not frames:
+        return b""
+    table = encode_table(codec_name)
+    samples = frames[0] if len(frames) == 1 else np.concatenate(frames)
+    return table.take(samples.view(np.uint16)).tobytes()

@@ -6,7 +6,8 @@ datagrams to the call's :class:`~sipd.media.stream.MediaStream`, and the ICMP
 :class:`MediaClock` (a single ``LoopingCall`` at 20 ms) paces every stream of
 the process: one timer for all calls scales better than one per call, and
 when the reactor is late the clock catches up by ticking each stream as many
-times as slots were missed.
+times as slots were missed. A slot's streams are ticked together
+(:func:`sipd.media.batch.tick_streams`), their G.711 frames encoded at once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 
 from sipd.logs import Logger
+from sipd.media.batch import tick_streams
 from sipd.media.stream import Addr, MediaStream
 
 __all__ = ["MediaClock", "RtcpProtocol", "RtpProtocol", "RtpTap", "set_rtp_tap"]
@@ -88,7 +90,8 @@ class RtpProtocol(DatagramProtocol):
 
         ``transport.write`` re-checks the address on every call; RTP goes to
         the same checked address 50 times a second, so the hot path skips it.
-        A full socket buffer drops the packet, as UDP would anyway.
+        A full socket buffer drops the packet, as UDP would anyway (``try``, not
+        ``contextlib.suppress``: no context manager object per packet).
         """
         if _taps[0] is not None:
             _tap(True, data, self, addr)
@@ -101,8 +104,10 @@ class RtpProtocol(DatagramProtocol):
             if sock is None:
                 transport.write(data, addr)
                 return
-        with contextlib.suppress(BlockingIOError):
+        try:
             sock.sendto(data, addr)
+        except BlockingIOError:
+            return  # the socket buffer is full: the packet is dropped
 
     def doStop(self) -> None:
         self._socket = None
@@ -164,8 +169,10 @@ class MediaClock:
         self.phases = max(1, phases)
         #: Slots between two RTCP reports of one stream.
         self.rtcp_every = max(1, rtcp_every)
-        # One group per phase: stream -> its RTCP offset.
+        # One group per phase: stream -> its RTCP offset; and per phase the
+        # streams by RTCP offset, so a slot finds its reports without a scan.
         self._groups: list[dict[MediaStream, int]] = [{} for _ in range(self.phases)]
+        self._reports: list[dict[int, list[MediaStream]]] = [{} for _ in range(self.phases)]
         self._loop: task.LoopingCall | None = None
         self._subslot = 0
         self.slots = 0
@@ -175,8 +182,10 @@ class MediaClock:
 
     def add(self, stream: MediaStream) -> None:
         """Start pacing ``stream`` (RTCP reports staggered by arrival order)."""
-        group = min(self._groups, key=len)
-        group[stream] = self.slots % self.rtcp_every
+        self._forget(stream)
+        phase = min(range(self.phases), key=lambda p: len(self._groups[p]))
+        offset = self._groups[phase][stream] = self.slots % self.rtcp_every
+        self._reports[phase].setdefault(offset, []).append(stream)
         if self._loop is None:
             loop = task.LoopingCall.withCount(self._tick)
             loop.clock = self._clock
@@ -187,12 +196,20 @@ class MediaClock:
 
     def remove(self, stream: MediaStream) -> None:
         """Stop pacing ``stream``; the loop stops with the last stream."""
-        for group in self._groups:
-            group.pop(stream, None)
+        self._forget(stream)
         if not any(self._groups) and self._loop is not None:
             loop, self._loop = self._loop, None
             if loop.running:
                 loop.stop()
+
+    def _forget(self, stream: MediaStream) -> None:
+        for group, reports in zip(self._groups, self._reports, strict=True):
+            offset = group.pop(stream, None)
+            if offset is not None:
+                due = reports[offset]
+                due.remove(stream)
+                if not due:
+                    del reports[offset]
 
     def __len__(self) -> int:
         return sum(len(g) for g in self._groups)
@@ -206,13 +223,14 @@ class MediaClock:
             self._subslot += 1
             if phase == 0:
                 self.slots += 1
-            slot = self.slots % self.rtcp_every
-            for stream, offset in list(self._groups[phase].items()):
+            group = self._groups[phase]
+            if not group:
+                continue
+            tick_streams(list(group))
+            for stream in list(self._reports[phase].get(self.slots % self.rtcp_every, ())):
                 try:
-                    stream.tick()
-                    if slot == offset:
-                        stream.rtcp_report()
+                    stream.rtcp_report()
                 except Exception:
-                    _log.failure("media stream tick failed")
+                    _log.failure("media stream RTCP report failed")
         if self.on_tick is not None:
             self.on_tick(perf_counter() - started)

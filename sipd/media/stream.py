@@ -22,8 +22,8 @@ from sipd.logs import Logger
 from sipd.media.codecs import AudioCodec, CodecPath, codec_by_name
 from sipd.media.dtmf import DtmfReceiver, DtmfSender
 from sipd.media.frame import SAMPLE_RATE, AudioFrame
+from sipd.media.g711 import PAYLOAD_TYPES as G711_CODECS
 from sipd.media.jitter import JitterBuffer
-from sipd.media.resample import StreamResampler, resample_once
 from sipd.media.rtcp import (
     Bye,
     ReceiverReport,
@@ -38,6 +38,7 @@ from sipd.media.rtcp import (
     round_trip_time,
 )
 from sipd.media.rtp import RtpPacket, RtpSender, is_rtcp, seq_diff
+from sipd.media.sendqueue import SendQueue
 from sipd.media.srtp import SrtpContext
 from sipd.send_errors import SEND_ERRORS
 
@@ -102,8 +103,8 @@ class MediaStream:
     ) -> None:
         #: The rate of the audio the application sends and receives (AudioFrame).
         self.sample_rate = sample_rate
-        self._frame_samples = sample_rate // 50
-        self._silence = np.zeros(self._frame_samples, dtype=np.int16)
+        self._out = SendQueue(sample_rate)
+        self._silence = np.zeros(self._out.frame_samples, dtype=np.int16)
         self._audio_codec: AudioCodec | None = None
         self.payload_type = payload_type
         self.remote = remote
@@ -136,16 +137,12 @@ class MediaStream:
         #: Protects what we send and checks what we receive, once SRTP is negotiated
         #: (:meth:`MediaSession.start <sipd.session.media_adapter.MediaSession.start>`).
         self.srtp: SrtpContext | None = None
-        self._queue: deque[tuple[NDArray[np.int16], defer.Deferred[None] | None]] = deque()
-        self._in_resamplers: dict[int, StreamResampler] = {}
-        self._offset = 0
         #: (tick of the last End packets, tick of the last digit's first packet, d)
         self._dtmf_waiters: deque[tuple[int, int, defer.Deferred[None]]] = deque()
         self._dtmf_ticks_done = 0
         self._dtmf_ticks_queued = 0
         self._paused_samples = 0
         self._paused = False
-        self._fire_after_send: list[defer.Deferred[None]] = []
         self.frame_listeners: list[Callable[[AudioFrame], None]] = []
         self.dtmf_listeners: list[Callable[[str], None]] = []
         #: Called with no argument when :attr:`unreachable_since` is first set.
@@ -183,6 +180,12 @@ class MediaStream:
         self._audio_codec = spec
         path = CodecPath(spec, self.sample_rate)
         self._encode, self._decode, self._recover = path.encode, path.decode, path.recover
+        #: "PCMU" or "PCMA" when the media clock may encode this stream's frames
+        #: together with other calls' (:mod:`sipd.media.batch`): G.711 needing no
+        #: resampling, a stateless table lookup. None: :meth:`tick` encodes alone.
+        self.batch_codec = (
+            spec.name if spec.name in G711_CODECS and path.pcm_rate == self.sample_rate else None
+        )
         self._last_seq: int | None = None
         self._ts_step = spec.timestamp_step
         self.dtmf_sender.set_clock_rate(spec.clock_rate)
@@ -195,32 +198,12 @@ class MediaStream:
         """Queue a frame; the Deferred fires when its last sample is on the wire."""
         if self.closed:
             return defer.fail(CallStateError("the call has ended; audio can no longer be sent"))
-        samples = frame.samples
-        if frame.sample_rate != self.sample_rate:
-            samples = self._convert(samples, frame.sample_rate)
-        d: defer.Deferred[None] = defer.Deferred()
-        if len(samples) == 0:
-            d.callback(None)
-            return d
-        self._queue.append((samples, d))
-        return d
-
-    def _convert(self, samples: NDArray[np.int16], rate: int) -> NDArray[np.int16]:
-        """A frame at another rate: a streaming resampler per source rate keeps a run of
-        them seamless; a length that does not convert to whole samples goes alone."""
-        resamplers = self._in_resamplers
-        if (len(samples) * self.sample_rate) % rate == 0:
-            resampler = resamplers.get(rate)
-            if resampler is None:
-                resampler = resamplers[rate] = StreamResampler(rate, self.sample_rate)
-            return resampler(samples)
-        out = resample_once(samples, rate, self.sample_rate)
-        return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
+        return self._out.push(frame)
 
     @property
     def queued_samples(self) -> int:
         """Samples waiting to be sent."""
-        return sum(len(s) for s, _ in self._queue) - self._offset
+        return self._out.queued_samples
 
     def queue_dtmf(self, digits: str) -> defer.Deferred[None]:
         """Queue RFC 4733 digits; fires once the last end packet is sent.
@@ -252,44 +235,25 @@ class MediaStream:
         self._dtmf_waiters.append((ends, last_starts, d))
         return d
 
-    def _next_samples(self) -> NDArray[np.int16] | None:
-        """Take 20 ms of samples from the queue (padding the tail), firing finished frames."""
-        if not self._queue:
-            return None
-        size = self._frame_samples
-        head, head_d = self._queue[0]
-        if self._offset == 0 and len(head) == size:
-            # The common case: one whole 20 ms frame, no copy.
-            self._queue.popleft()
-            self._fire_after_send = [head_d] if head_d is not None else []
-            return head
-        out = np.empty(size, dtype=np.int16)
-        filled = 0
-        done: list[defer.Deferred[None]] = []
-        while filled < size and self._queue:
-            samples, d = self._queue[0]
-            take = min(size - filled, len(samples) - self._offset)
-            out[filled : filled + take] = samples[self._offset : self._offset + take]
-            filled += take
-            self._offset += take
-            if self._offset >= len(samples):
-                self._queue.popleft()
-                self._offset = 0
-                if d is not None:
-                    done.append(d)
-        if filled < size:
-            out[filled:] = 0
-        self._fire_after_send = done
-        return out
-
     def tick(self) -> None:
         """One 20 ms slot: a DTMF packet, a queued frame, silence, or nothing."""
+        samples = self.begin_tick()
+        if samples is not None:
+            self.end_tick(self._encode(samples))
+
+    def begin_tick(self) -> NDArray[np.int16] | None:
+        """The first half of :meth:`tick`: the slot's samples to encode, or None when the
+        slot is settled already (DTMF sent, on hold, idle without silence, closed).
+
+        The samples go to :meth:`end_tick` as a payload; in between, the media clock
+        encodes the G.711 frames of every call of the tick together.
+        """
         if self.closed:
-            return
+            return None
         remote = self.remote
         if remote is None or not self.sending:
             self._drop_slot()
-            return
+            return None
         if self.dtmf_sender.busy:
             if self._paused_samples:
                 # Idle slots went by without packets: move the clock on before
@@ -302,34 +266,47 @@ class MediaStream:
                 for packet in packets:
                     self._transmit(bytes(packet), remote, len(packet.payload))
                 self._settle_dtmf()
-                return
+                return None
             self._settle_dtmf()
-        self._fire_after_send = []
-        samples = self._next_samples()
+        samples = self._out.take()
         if samples is None:
             if not self.silence_when_idle:
                 self._paused = True
                 self._paused_samples += self._ts_step
-                return
+                return None
             samples = self._silence
         if self._paused:
             self._paused = False
             self.sender.resume(self._paused_samples)
             self._paused_samples = 0
-        payload = self._encode(samples)
+        return samples
+
+    def end_tick(self, payload: bytes) -> None:
+        """The second half of :meth:`tick`: send the slot's payload, then tell the
+        application its frames are on the wire.
+
+        Between the halves other calls' code may have run (a DTMF Deferred that
+        hangs this call up): a stream closed meanwhile sends nothing and fails
+        the slot's frames, as if it had closed before its tick.
+        """
+        remote = self.remote
+        if self.closed:
+            self._out.fail(CallStateError("the call ended before this audio was sent"))
+            return
+        if remote is None:  # moved to nowhere meanwhile: consumed in real time, as on hold
+            self._out.fire_sent()
+            self.sender.advance(self._ts_step)
+            self._paused = True
+            return
         self._transmit(self.sender.packetize_bytes(payload, self._ts_step), remote, len(payload))
-        for d in self._fire_after_send:
-            d.callback(None)
-        self._fire_after_send = []
+        if self._out.sent:  # silence finishes no frame: no call
+            self._out.fire_sent()
 
     def _drop_slot(self) -> None:
         # On hold (or no remote yet): the clock runs on; queued audio is
         # consumed in real time so send_audio callers are not stuck.
-        self._fire_after_send = []
-        if self._next_samples() is not None:
-            for d in self._fire_after_send:
-                d.callback(None)
-        self._fire_after_send = []
+        self._out.take()
+        self._out.fire_sent()
         self.sender.advance(self._ts_step)
         self._paused = True
 
@@ -585,11 +562,7 @@ class MediaStream:
         for item in self.jitter.flush():
             self._deliver(item.sequence, item.timestamp, item.payload)
         self.closed = True
-        error = CallStateError("the call ended before this audio was sent")
-        while self._queue:
-            _, d = self._queue.popleft()
-            if d is not None and not d.called:
-                d.errback(error)
+        self._out.fail(CallStateError("the call ended before this audio was sent"))
         while self._dtmf_waiters:
             _, starts, d = self._dtmf_waiters.popleft()
             if d.called:
