@@ -17,6 +17,9 @@ Three processes of this script on 127.0.0.1:
   back is one round trip: caller -> RTP -> sipd -> WebSocket -> bot ->
   WebSocket -> sipd's 20 ms playback -> RTP -> caller.
 
+``--profile PATH`` runs the sipd process under cProfile and writes its stats to
+PATH (read them with ``python -m pstats PATH``).
+
 Output: a table, then ``RESULT calls=<N> streamed=<n> p50_rtt_ms=<x>
 p99_rtt_ms=<y> lost_probes=<k> sipd_cpu_pct=<c>``: ``streamed`` counts calls
 whose stream carried audio both ways, ``lost_probes`` tone frames that never
@@ -82,12 +85,23 @@ def run_bot() -> None:
 
 
 # -- sipd -----------------------------------------------------------------------------------
-def run_sipd(bot_url: str) -> None:
+def run_sipd(bot_url: str, profile: str = "") -> None:
     from twisted.internet import defer
 
     from sipd import SimplePeer
 
     reactor = _reactor()
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+
+        def dump() -> None:
+            profiler.disable()
+            profiler.dump_stats(profile)
+
+        reactor.addSystemEventTrigger("before", "shutdown", dump)
+        profiler.enable()
     ended: list[Any] = []
     failures: list[str] = []
 
@@ -101,6 +115,24 @@ def run_sipd(bot_url: str) -> None:
             usage = resource.getrusage(resource.RUSAGE_SELF)
             cpu = usage.ru_utime + usage.ru_stime - usage0.ru_utime - usage0.ru_stime
             print(f"SIPD_CPU {100 * cpu / (time.monotonic() - t0):.1f}", flush=True)
+            import gc
+
+            from sipd.media.protocol import MediaClock
+
+            clocks = [o for o in gc.get_objects() if isinstance(o, MediaClock)]
+            print(
+                "SIPD_STATS",
+                [(c.slots, c.late_slots) for c in clocks],
+                "to_bot",
+                sum(e.frames_to_bot for e in ended),
+                "from_bot",
+                sum(e.frames_from_bot for e in ended),
+                "dropped_from_bot",
+                sum(e.dropped_from_bot for e in ended),
+                "caught_up_ms",
+                sum(getattr(e, "caught_up", 0) for e in ended) // 8,
+                flush=True,
+            )
 
         reactor.addSystemEventTrigger("before", "shutdown", report)
         while True:
@@ -236,11 +268,14 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=180.0)
     parser.add_argument("--role", choices=["bot", "sipd", "caller"])
     parser.add_argument("--arg", default="")
+    parser.add_argument(
+        "--profile", default="", metavar="PATH", help="cProfile the sipd process into PATH"
+    )
     args = parser.parse_args()
     if args.role == "bot":
         return run_bot()
     if args.role == "sipd":
-        return run_sipd(args.arg)
+        return run_sipd(args.arg, args.profile)
     if args.role == "caller":
         return run_caller(args.arg, args.calls, args.duration)
     if args.quick:
@@ -251,7 +286,8 @@ def main() -> None:
         bot = spawn("--role", "bot")
         procs.append(bot)
         bot_port = read_line(bot, "BOT_PORT ", deadline)
-        sipd = spawn("--role", "sipd", "--arg", f"ws://127.0.0.1:{bot_port}/stream")
+        profile = ["--profile", os.path.abspath(args.profile)] if args.profile else []
+        sipd = spawn("--role", "sipd", "--arg", f"ws://127.0.0.1:{bot_port}/stream", *profile)
         procs.append(sipd)
         sipd_port = read_line(sipd, "SIPD_PORT ", deadline)
         caller = spawn(
@@ -283,6 +319,9 @@ def main() -> None:
     worst = rtts.max() if len(rtts) else float("nan")
     print(f"round trip     p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms")
     print(f"sipd CPU       {cpu} % of one core")
+    for line in sipd_out.splitlines():
+        if line.startswith("SIPD_STATS"):
+            print(line)
     print(
         f"RESULT calls={args.calls} streamed={result['streamed']} p50_rtt_ms={p50:.1f} "
         f"p99_rtt_ms={p99:.1f} lost_probes={lost} sipd_cpu_pct={cpu}"

@@ -11,31 +11,58 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 from twisted.internet import defer
 
+from sipd.logs import Logger
 from sipd.media.frame import SAMPLE_RATE, AudioFrame
 from sipd.media.rtp import ts_diff
 from sipd.media.wav import WavWriter
 
 __all__ = ["AudioSubscription", "DigitQueue", "WavRecorder"]
 
+_log = Logger()
+
 #: Gaps longer than this (in seconds) are not filled with silence in recordings.
 _MAX_GAP_SECONDS = 2
 
 
 class AudioSubscription:
-    """An independent, bounded stream of received frames."""
+    """An independent, bounded stream of received frames.
+
+    Read it with :meth:`get` / :meth:`try_get`, or hand it a callback with
+    :meth:`listen` to be called with each frame as it arrives: a media bridge
+    forwarding 50 frames a second per call skips a Deferred per frame that way.
+    """
 
     def __init__(self, maxlen: int = 500) -> None:
         self._frames: deque[AudioFrame] = deque(maxlen=maxlen)
         self._waiters: deque[defer.Deferred[AudioFrame | None]] = deque()
+        self._listener: Callable[[AudioFrame | None], None] | None = None
         self.ended = False
         self.overflow = 0
 
+    def listen(self, callback: Callable[[AudioFrame | None], None]) -> None:
+        """Call ``callback(frame)`` for every frame from now on (queued ones first), and
+        ``callback(None)`` once at the end; :meth:`get` is not used alongside."""
+        self._listener = callback
+        while self._frames:
+            callback(self._frames.popleft())
+        if self.ended:
+            self._listener = None
+            callback(None)
+
     def push(self, frame: AudioFrame) -> None:
         if self.ended:
+            return
+        listener = self._listener
+        if listener is not None:
+            try:
+                listener(frame)
+            except Exception:  # one reader's bug must not starve the call's others
+                _log.failure("audio listener {listener} failed", listener=listener)
             return
         if self._waiters:
             self._waiters.popleft().callback(frame)
@@ -47,6 +74,9 @@ class AudioSubscription:
     def end(self) -> None:
         """No more frames will come: waiters (now and later) get None."""
         self.ended = True
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener(None)
         while self._waiters:
             self._waiters.popleft().callback(None)
 

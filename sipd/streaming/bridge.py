@@ -68,6 +68,8 @@ class StreamEnd:
     dropped_from_bot: int
     #: Bot messages that broke the protocol (ignored).
     bad_messages: int
+    #: Quiet bot samples skipped to catch up with a live stream running late.
+    caught_up: int = 0
 
 
 class BotSocket(Protocol):
@@ -80,7 +82,7 @@ class BotSocket(Protocol):
     def close(self) -> None: ...
     def attach(
         self,
-        on_text: Callable[[str], None],
+        on_text: Callable[[str | bytes], None],
         on_binary: Callable[[bytes], None],
         on_close: Callable[[str], None],
         on_writable: Callable[[bool], None],
@@ -193,7 +195,7 @@ class StreamBridge:
         )
         self.session.on_dtmf(self._on_dtmf)
         self._subscription = self.session.subscribe_to_audio()
-        self._next_frame()
+        self._subscription.listen(self._on_frame)
         self.session.wait_for_end().addBoth(self._on_call_ended)
         return self._done
 
@@ -221,6 +223,7 @@ class StreamBridge:
                 dropped_to_bot=self.dropped_to_bot,
                 dropped_from_bot=self.playback.overflow,
                 bad_messages=self.bad_messages,
+                caught_up=self.playback.caught_up,
             )
         )
 
@@ -250,24 +253,23 @@ class StreamBridge:
         _log.warn("stream fallback {path} not played: {e}", path=self.fallback_wav, e=failure.value)
 
     # -- caller -> bot -------------------------------------------------------------------------
-    def _next_frame(self) -> None:
-        if self._subscription is None or self._ended is not None:
-            return
-        self._subscription.get().addCallback(self._on_frame)
-
     def _on_frame(self, frame: AudioFrame | None) -> None:
+        """Each received frame goes to the bot as soon as it is decoded (a listener
+        on the subscription: no Deferred, no queue, no wait for the next tick)."""
         if frame is None or self._ended is not None:
             return
-        resampler = self._to_bot_rates.get(frame.sample_rate)
-        if resampler is None:
-            resampler = self._to_bot_rates[frame.sample_rate] = _Resampler(
-                frame.sample_rate, self.spec.sample_rate
-            )
-        samples = resampler(frame.samples)
-        if len(samples):
-            self.frames_to_bot += 1
-            self._send(self.builder.media(samples), droppable=True)
-        self._next_frame()
+        rate = frame.sample_rate
+        if rate == self.spec.sample_rate:
+            samples = frame.samples
+        else:
+            resampler = self._to_bot_rates.get(rate)
+            if resampler is None:
+                resampler = self._to_bot_rates[rate] = _Resampler(rate, self.spec.sample_rate)
+            samples = resampler(frame.samples)
+            if not len(samples):
+                return
+        self.frames_to_bot += 1
+        self._send(self.builder.media(samples), droppable=True)
 
     def _on_dtmf(self, digit: str) -> None:
         if self._ended is None:
@@ -279,8 +281,14 @@ class StreamBridge:
             self._write(msg)
             return
         if droppable and len(self._pending) >= self._max_pending:
+            for i, held in enumerate(self._pending):
+                if _is_media(held):
+                    del self._pending[i]
+                    break
+            else:
+                self.dropped_to_bot += 1  # only control messages held: drop this one
+                return
             self.dropped_to_bot += 1
-            return
         self._pending.append(msg)
 
     def _write(self, msg: str | bytes) -> None:
@@ -295,7 +303,7 @@ class StreamBridge:
             self._write(self._pending.popleft())
 
     # -- bot -> caller -----------------------------------------------------------------------------
-    def _on_text(self, text: str) -> None:
+    def _on_text(self, text: str | bytes) -> None:
         try:
             message = parse_bot_text(text, self.spec)
         except StreamProtocolError as exc:
@@ -348,6 +356,11 @@ class StreamBridge:
 
     def _not_played(self, failure: Failure) -> None:
         self._in_flight -= 1  # the call ended: _on_call_ended finishes the stream
+
+
+def _is_media(msg: str | bytes) -> bool:
+    """Caller audio (droppable under pressure), not a control message."""
+    return isinstance(msg, bytes) or msg.startswith('{"event":"media"')
 
 
 def _number(uri: str) -> str:

@@ -252,6 +252,16 @@ class MessageBuilder:
 
 
 # -- playback towards the caller ------------------------------------------------------------
+#: Catching up: standing backlog must last this many played frames (0.5 s) before a
+#: quiet frame is skipped; longer than a drained prompt of ``CATCH_UP_LIMIT`` lasts.
+CATCH_UP_AFTER = 25
+#: Catching up: only a backlog of at most this many frames (400 ms) is a live stream
+#: running late; more is a prompt the bot sent ahead on purpose, played in full.
+CATCH_UP_LIMIT = 20
+#: Catching up: a frame whose samples all lie within ±this (-40 dBFS) is quiet.
+QUIET_PEAK = 328
+
+
 class Playback:
     """The bot's audio waiting to be played, re-framed into 20 ms, with its marks.
 
@@ -260,13 +270,37 @@ class Playback:
     (the bridge does so when nothing else is left to send, so a bot that
     sends 137.5 ms chunks back to back is played without gaps). A mark is
     due once every sample pushed before it has been reported played
-    (:meth:`played`). The queue is bounded: samples beyond ``max_samples``
-    are dropped and counted in :attr:`overflow`.
+    (:meth:`played`). The queue is bounded: when a push would exceed
+    ``max_samples`` the oldest queued samples make room, counted in
+    :attr:`overflow` (the bot is flooding; what it sent last matters most).
+
+    Catching up, why: a bot streaming live (an echo, a speech pipeline that
+    sends as it synthesises) delivers 20 ms every 20 ms with some jitter. One
+    frame arriving just after its tick makes every later frame wait one more
+    tick, and since input and output run at the same rate that backlog never
+    drains: latency ratchets up by 20 ms per hiccup. So when the queue was
+    never empty nor above ``catch_up_limit`` frames at any of the last
+    ``catch_up_after`` ticks (a live stream running late, not a prompt sent
+    ahead, which drains in fewer ticks than that), up to the smallest backlog
+    seen is skipped, quiet frames only (a pause, never speech); skipped audio
+    counts as played for marks and in :attr:`caught_up`. ``catch_up_after=0``
+    turns this off.
     """
 
-    def __init__(self, frame_samples: int = 160, max_samples: int = 8000 * 60) -> None:
+    def __init__(
+        self,
+        frame_samples: int = 160,
+        max_samples: int = 8000 * 60,
+        *,
+        catch_up_after: int = CATCH_UP_AFTER,
+        catch_up_limit: int = CATCH_UP_LIMIT,
+        quiet_peak: int = QUIET_PEAK,
+    ) -> None:
         self.frame_samples = frame_samples
         self.max_samples = max_samples
+        self.catch_up_after = catch_up_after
+        self.catch_up_limit = catch_up_limit * frame_samples
+        self.quiet_peak = quiet_peak
         self._chunks: deque[NDArray[np.int16]] = deque()
         self._offset = 0
         self.queued = 0
@@ -276,17 +310,43 @@ class Playback:
         self.played_total = 0
         self._marks: deque[tuple[int, str]] = deque()
         self.overflow = 0
+        #: Quiet samples skipped to catch up with a live stream running late.
+        self.caught_up = 0
+        self._run = 0
+        self._run_low = 0
+        self._skip = 0
 
     def push(self, samples: NDArray[np.int16]) -> None:
-        room = self.max_samples - self.queued
-        if len(samples) > room:
-            self.overflow += len(samples) - max(room, 0)
-            samples = samples[: max(room, 0)]
-        if len(samples) == 0:
+        n = len(samples)
+        if n == 0:
             return
+        if self.queued == 0 and self.played_total >= self.taken_total:
+            self._run = self._skip = 0  # nothing queued nor playing: no backlog
+        if n > self.max_samples:
+            self.overflow += n - self.max_samples
+            samples = samples[n - self.max_samples :]
+            n = self.max_samples
+        excess = self.queued + n - self.max_samples
+        if excess > 0:
+            self.overflow += excess
+            self._discard(excess)
         self._chunks.append(samples)
-        self.queued += len(samples)
-        self.pushed_total += len(samples)
+        self.queued += n
+        self.pushed_total += n
+
+    def _discard(self, n: int) -> None:
+        """Drop the oldest ``n`` queued samples, as if played (their marks come due)."""
+        while n > 0 and self._chunks:
+            head = self._chunks[0]
+            take = min(n, len(head) - self._offset)
+            n -= take
+            self.queued -= take
+            self.taken_total += take
+            self.played_total += take
+            self._offset += take
+            if self._offset >= len(head):
+                self._chunks.popleft()
+                self._offset = 0
 
     def mark(self, name: str) -> list[str]:
         """Add a mark after what is queued; returns it at once if nothing is pending."""
@@ -296,8 +356,21 @@ class Playback:
     def take(self, allow_partial: bool = False) -> NDArray[np.int16] | None:
         """The next 20 ms frame, or None; a part-frame (padded) only if ``allow_partial``."""
         n = self.frame_samples
-        if self.queued < n and not (allow_partial and self.queued > 0):
-            return None
+        while True:
+            queued = self.queued
+            if queued < n and not (allow_partial and queued > 0):
+                return None
+            out = self._next_frame()
+            if not self._skip or not self._quiet(out):
+                return out
+            # Catching up (see the class doc): this quiet frame is skipped.
+            self._skip -= 1
+            skipped = min(n, queued)
+            self.caught_up += skipped
+            self.played_total += skipped
+
+    def _next_frame(self) -> NDArray[np.int16]:
+        n = self.frame_samples
         head = self._chunks[0]
         if self._offset == 0 and len(head) == n:
             self._chunks.popleft()
@@ -319,16 +392,37 @@ class Playback:
         self.taken_total += real
         return out
 
+    def _quiet(self, frame: NDArray[np.int16]) -> bool:
+        peak = self.quiet_peak
+        return int(frame.max()) <= peak and int(frame.min()) >= -peak
+
     def played(self, frame_samples: int) -> list[str]:
-        """Record that a taken frame is on the wire; returns the marks now due."""
+        """Record that a taken frame is on the wire; returns the marks now due.
+
+        Called once per tick that played a frame, before the next :meth:`take`:
+        what is still queued then is backlog, watched for catching up.
+        """
         self.played_total = min(self.played_total + frame_samples, self.taken_total)
+        self._watch()
         return self._due()
+
+    def _watch(self) -> None:
+        level = self.queued
+        if not self.catch_up_after or not (self.frame_samples <= level <= self.catch_up_limit):
+            self._run = self._skip = 0
+            return
+        self._run_low = level if self._run == 0 else min(self._run_low, level)
+        self._run += 1
+        if self._run >= self.catch_up_after:
+            self._skip = self._run_low // self.frame_samples
+            self._run = 0
 
     def clear(self) -> list[str]:
         """Drop everything queued; every pending mark is returned (as Twilio does)."""
         self._chunks.clear()
         self._offset = 0
         self.queued = 0
+        self._run = self._skip = 0
         self.pushed_total = self.taken_total
         marks = [name for _, name in self._marks]
         self._marks.clear()

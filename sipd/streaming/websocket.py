@@ -102,7 +102,7 @@ class BotConnection:
         self._close_timer: Any = None
         # autobahn's methods are untyped: keep the protocol as Any here.
         self._proto: Any = proto
-        self._on_text: Callable[[str], None] = lambda _: None
+        self._on_text: Callable[[str | bytes], None] = lambda _: None
         self._on_binary: Callable[[bytes], None] = lambda _: None
         self._on_close: Callable[[str], None] = lambda _: None
         self._on_writable: Callable[[bool], None] = lambda _: None
@@ -111,7 +111,7 @@ class BotConnection:
 
     def attach(
         self,
-        on_text: Callable[[str], None],
+        on_text: Callable[[str | bytes], None],
         on_binary: Callable[[bytes], None],
         on_close: Callable[[str], None],
         on_writable: Callable[[bool], None],
@@ -147,7 +147,7 @@ class BotConnection:
         if is_binary:
             self._on_binary(payload)
         else:
-            self._on_text(payload.decode("utf-8", "replace"))
+            self._on_text(payload)  # UTF-8 JSON: json.loads reads the bytes itself
 
     def _closed(self, why: str) -> None:
         self.is_closed = True

@@ -228,3 +228,28 @@ def test_call_queue_overflow_is_reported_in_the_call_stats(tmp_path: Path) -> No
     media.stop()
     assert recording.called and len(read_back(tmp_path / "r.wav")) == 503 * 160
     assert sub.get().result is None
+
+
+def test_a_listener_gets_queued_frames_then_each_new_one_then_none() -> None:
+    """listen(): no Deferred per frame; what was queued comes first, the end as None."""
+    sub = AudioSubscription()
+    sub.push(frame(1, seq=1))
+    got: list[AudioFrame | None] = []
+    sub.listen(got.append)
+    sub.push(frame(2, seq=2))
+    assert [f.sequence for f in got if f is not None] == [1, 2] and len(sub) == 0
+    sub.end()
+    assert got[-1] is None and len(got) == 3
+    sub.push(frame(3, seq=3))
+    assert len(got) == 3
+
+
+def test_a_failing_listener_does_not_break_the_push() -> None:
+    sub = AudioSubscription()
+
+    def broken(f: AudioFrame | None) -> None:
+        raise ValueError("bug")
+
+    sub.listen(broken)
+    sub.push(frame(1))  # logged, not raised into the media path
+    assert len(sub) == 0

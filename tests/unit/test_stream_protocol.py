@@ -184,3 +184,72 @@ def test_playback_is_bounded() -> None:
     p.push(np.ones(800, dtype=np.int16))
     p.push(np.ones(800, dtype=np.int16))
     assert p.queued == 1000 and p.overflow == 600
+
+
+def test_overflow_drops_the_oldest_audio_and_its_marks_come_due() -> None:
+    p = Playback(160, max_samples=1000)
+    p.push(np.full(800, 1, dtype=np.int16))
+    assert p.mark("old") == []
+    p.push(np.full(800, 2, dtype=np.int16))
+    assert p.queued == 1000 and p.overflow == 600
+    first, second = p.take(), p.take()
+    assert first is not None and second is not None
+    assert (first == 1).all() and (second[:40] == 1).all() and (second[40:] == 2).all()
+    assert p.played(160) == []
+    assert p.played(160) == ["old"]  # its audio was either dropped or played
+
+
+def live(p: Playback, frames: list[np.ndarray], backlog: int) -> list[np.ndarray]:
+    """A bot streaming in real time, ``backlog`` frames late: one push and one tick per
+    20 ms, the tick taking what the bridge would hand the session."""
+    for f in frames[:backlog]:
+        p.push(f)
+    out = []
+    for f in frames[backlog:]:
+        p.push(f)
+        taken = p.take(allow_partial=True)
+        if taken is not None:
+            out.append(taken)
+            p.played(160)
+    return out
+
+
+def test_a_live_stream_running_late_catches_up_by_skipping_quiet_frames_only() -> None:
+    quiet = np.full(160, 50, dtype=np.int16)
+    loud = [np.full(160, 5000 + i, dtype=np.int16) for i in range(200)]
+    # Speech (every frame loud) first: nothing may be skipped, however late.
+    p = Playback(160)
+    frames = loud[:100] + [quiet] * 100
+    out = live(p, frames, backlog=3)
+    assert [int(f[0]) for f in out[:100]] == [int(f[0]) for f in loud[:100]]
+    # Then a pause: the 3-frame backlog is skipped there, and the stream runs on time.
+    assert p.caught_up == 3 * 160
+    assert p.queued == 0 and len(out) == len(frames) - 3
+    assert all(f[0] == 50 for f in out[100:])
+
+
+def test_a_prompt_sent_ahead_is_played_whole_even_when_quiet() -> None:
+    """2 s of silence at once (a bot finishing) drains without a skip: never a standing
+    backlog of a live stream, only a queue the bot filled on purpose."""
+    p = Playback(160)
+    p.push(np.zeros(16000, dtype=np.int16))
+    p.mark("end")
+    played = 0
+    marks: list[str] = []
+    while p.take() is not None:
+        played += 1
+        marks += p.played(160)
+    assert played == 100 and p.caught_up == 0 and marks == ["end"]
+
+
+def test_skipped_frames_count_as_played_for_marks_and_catching_up_can_be_off() -> None:
+    quiet = [np.zeros(160, dtype=np.int16)] * 60
+    on = Playback(160, catch_up_after=10)
+    on.push(quiet[0])
+    on.push(quiet[1])
+    on.mark("m")  # after the first two frames
+    out = live(on, quiet[2:], backlog=2)
+    assert on.caught_up >= 160 and len(out) < 58
+    assert on.pending_marks == 0
+    off = Playback(160, catch_up_after=0)
+    assert len(live(off, quiet, backlog=2)) == 58 and off.caught_up == 0
