@@ -17,7 +17,8 @@ at its port as well (UDP is always served); TLS needs ``--cert`` and
 ``--api simple`` measures the path users get instead: a
 :class:`~sipd.SimplePeer` made with ``SimplePeer.create`` and its defaults
 (idle silence, a fresh RTP port per call, info-level events, no logging set
-up, as in the README), answering each call from ``wait_for_incoming()`` with
+up, as in the README; the collector's young threshold raised, as
+``SimplePeer.create`` does), answering each call from ``wait_for_incoming()`` with
 ``incoming.accept()``. Only the per-source INVITE limit is turned off, as for
 the tuned peer (``--set`` still applies).
 
@@ -36,8 +37,9 @@ reactor under cProfile and writes the stats to that file at exit.
 
 Like the daemon it tunes the garbage collector at start
 (:func:`sipd.runtime.tune_collector`); ``GC_TUNING=0`` keeps CPython's
-defaults, to measure what the tuning is worth. The simple peer keeps
-CPython's defaults, as a SimplePeer does, unless ``GC_TUNING=1``.
+defaults, to measure what the tuning is worth. The simple peer does what
+``SimplePeer.create`` does by default (it raises the young threshold only);
+``GC_TUNING=0`` passes ``tune_gc=False``.
 """
 
 from __future__ import annotations
@@ -108,19 +110,14 @@ def main() -> int:
     coordinator: UnifiedCoordinator
     if args.api == "simple":
         coordinator, answered_list = _simple_peer(args.host, args.port, settings)
-        if os.environ.get("GC_TUNING") == "1":  # what tuning would give a SimplePeer
-            tune_collector()
     else:
-        config = SipdConfig(
-            name="bench",
-            host=args.host,
-            port=args.port,
-            send_ringing=True,
-            silence_when_idle=False,
-            media_port_min=20000,
-            media_port_max=60000,
-            **settings,
-        )
+        tuned: dict[str, Any] = {
+            "send_ringing": True,
+            "silence_when_idle": False,
+            "media_port_min": 20000,
+            "media_port_max": 60000,
+        }
+        config = SipdConfig(name="bench", host=args.host, port=args.port, **(tuned | settings))
         coordinator = UnifiedCoordinator(config, reactor=reactor)
         if os.environ.get("GC_TUNING", "1") != "0":  # as the daemon does (GC_TUNING=0: defaults)
             tune_collector()
@@ -182,6 +179,8 @@ def _simple_peer(
 
     from sipd import IncomingCall, SimplePeer, SipdError
 
+    # SimplePeer.create's own default (tune_gc=True); GC_TUNING=0 turns it off.
+    settings.setdefault("tune_gc", os.environ.get("GC_TUNING", "1") != "0")
     settings.setdefault("media_port_min", 20000)
     settings.setdefault("media_port_max", 60000)
     made: list[SimplePeer] = []

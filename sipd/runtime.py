@@ -15,15 +15,21 @@ stand for it do the same): it collects once, freezes what start-up created
 and raises the young generation's threshold so that a call's short-lived
 objects die before they are promoted. Calls themselves leave no cyclic
 garbage (the coordinator breaks their cycles when they end), so the
-collector has little to find. A library user's script does not need this;
-it changes the whole process, so sipd never does it behind a caller's back.
+collector has little to find.
+
+A library user's process is the user's: ``SimplePeer.create`` does only the
+mildest part, :func:`raise_young_threshold` (never lowering a threshold the
+program chose, never freezing the program's objects), because near its
+capacity a peer at CPython's defaults failed calls one rate step below the
+tuned benchmark peer (bench/cps.sh --peer simple, issue 13).
+``SimplePeer.create(..., tune_gc=False)`` leaves the collector alone.
 """
 
 from __future__ import annotations
 
 import gc
 
-__all__ = ["YOUNG_THRESHOLD", "tune_collector"]
+__all__ = ["YOUNG_THRESHOLD", "raise_young_threshold", "tune_collector"]
 
 #: Allocations (minus frees) between two collections of the young generation.
 YOUNG_THRESHOLD = 10_000
@@ -42,3 +48,18 @@ def tune_collector(young: int = YOUNG_THRESHOLD) -> tuple[int, int, int]:
     gc.freeze()
     gc.set_threshold(young, old[1], old[2])
     return old
+
+
+def raise_young_threshold(young: int = YOUNG_THRESHOLD) -> bool:
+    """Raise the young generation's threshold to ``young`` if it is lower; True if raised.
+
+    A threshold already at least ``young``, or 0 (automatic collection off),
+    is the program's choice and is kept; so are the older generations'.
+    """
+    if young < 1:
+        raise ValueError(f"young threshold must be at least 1, got {young}")
+    current = gc.get_threshold()
+    if current[0] == 0 or current[0] >= young:
+        return False
+    gc.set_threshold(young, *current[1:])
+    return True

@@ -20,6 +20,7 @@ from sipd.api.types import CallDirection, CallId
 from sipd.config import SipdConfig
 from sipd.errors import SipdError
 from sipd.media.codecs import codec_names
+from sipd.runtime import raise_young_threshold
 from sipd.session.coordinator import UnifiedCoordinator
 from sipd.session.interceptor import ISignalingHandler
 from sipd.session.registration import Registration
@@ -60,13 +61,17 @@ class SimplePeer:
         host: str = "127.0.0.1",
         handler: ISignalingHandler | None = None,
         reactor: Any = None,
+        tune_gc: bool = True,
         **settings: Any,
     ) -> defer.Deferred[SimplePeer]:
         """Bind ``host:port`` and return a ready peer ``sip:<name>@host:port``.
 
         Any :class:`~sipd.config.SipdConfig` field may be given as a keyword
         (``ring_timeout=30``, ``media_port_min=20000``...). ``port=0`` picks a
-        free port (see :attr:`port`).
+        free port (see :attr:`port`). ``tune_gc``: raise the garbage
+        collector's young threshold if lower (:func:`sipd.runtime.raise_young_threshold`),
+        so that a busy peer's short-lived call objects die young instead of
+        feeding full collections that stall the reactor; False leaves it alone.
         """
         try:
             config = SipdConfig(name=name, host=host, port=port, **settings)
@@ -74,6 +79,8 @@ class SimplePeer:
             return defer.fail(SipdError(f"unknown SimplePeer setting: {exc}"))
         except SipdError:
             return defer.fail()
+        if tune_gc:
+            raise_young_threshold()
         d = UnifiedCoordinator.create(config, handler, reactor=reactor)
         peer_d: defer.Deferred[SimplePeer] = d.addCallback(cls)
         if config.registrar:
