@@ -189,17 +189,27 @@ class SipdService(service.Service):
                 self.metrics.inc(metric, value)
         self._observe_call(session, stats)
         failure = session.failure
+        outcome = type(failure).__name__ if failure else "completed"
+        status = getattr(failure, "status", None) if failure else 200
+        direction = _direction(session)
+        path = "->".join(session.path)
+        # The line is rendered here, once, rather than by twisted.logger's
+        # format-string parser for every observer: one CDR per call is the
+        # daemon's only info event on the call path, and at its default level
+        # it was ~8% of a call's CPU under cProfile. The fields stay on the
+        # event for structured observers.
         _log.info(
-            "CDR call_id={call_id} direction={direction} remote={remote} outcome={outcome} "
-            "status={status} duration={duration:.2f}s path={path}",
+            "CDR {cdr}",
+            cdr=f"call_id={session.call_id} direction={direction} remote={session.remote_uri} "
+            f"outcome={outcome} status={status} duration={session.duration:.2f}s path={path}",
             call_id=session.call_id,
             session_id=session.id,
-            direction=_direction(session),
+            direction=direction,
             remote=session.remote_uri,
-            outcome=type(failure).__name__ if failure else "completed",
-            status=getattr(failure, "status", None) if failure else 200,
+            outcome=outcome,
+            status=status,
             duration=session.duration,
-            path="->".join(session.path),
+            path=path,
         )
 
     def _observe_call(self, session: UnifiedSession, stats: dict[str, Any]) -> None:
