@@ -105,11 +105,10 @@ def main() -> int:
         if not (args.cert and args.key):
             parser.error("--transport tls needs --cert and --key")
         settings.setdefault("tls", TlsConfig(certificate=args.cert, private_key=args.key))
-    answered = 0
-    answered_list = [0]
+    answered = [0]  # calls answered, shared with the simple peer's loop
     coordinator: UnifiedCoordinator
     if args.api == "simple":
-        coordinator, answered_list = _simple_peer(args.host, args.port, settings)
+        coordinator = _simple_peer(args.host, args.port, settings, answered)
     else:
         tuned: dict[str, Any] = {
             "send_ringing": True,
@@ -124,14 +123,13 @@ def main() -> int:
         coordinator.start()
 
         def accept(session: UnifiedSession) -> None:
-            nonlocal answered
-            answered += 1
+            answered[0] += 1
             session.accept()
 
         coordinator.on_incoming = accept
 
     def stop(signum: int, frame: Any) -> None:
-        print(f"CALLS {answered_list[0] if args.api == 'simple' else answered}", flush=True)
+        print(f"CALLS {answered[0]}", flush=True)
         states = Counter(s.state for s in coordinator.store)
         print(f"LIVE {len(coordinator.store)} {dict(states)}", flush=True)
         metrics = coordinator.metrics
@@ -169,11 +167,11 @@ def main() -> int:
 
 
 def _simple_peer(
-    host: str, port: int, settings: dict[str, Any]
-) -> tuple[UnifiedCoordinator, list[int]]:
+    host: str, port: int, settings: dict[str, Any], answered: list[int]
+) -> UnifiedCoordinator:
     """A SimplePeer with its defaults that accepts every call.
 
-    Returns its coordinator and a one-item list counting the calls answered.
+    Counts the calls it answers in ``answered[0]``; returns its coordinator.
     """
     from twisted.internet import defer
 
@@ -188,7 +186,6 @@ def _simple_peer(
     if not made:  # create() binds synchronously for a numeric host
         raise SystemExit("SimplePeer.create did not bind at once; see the log above")
     peer = made[0]
-    answered = [0]
 
     async def answer_all() -> None:
         while True:
@@ -200,7 +197,7 @@ def _simple_peer(
             incoming.accept()
 
     defer.ensureDeferred(answer_all())
-    return peer.coordinator, answered
+    return peer.coordinator
 
 
 if __name__ == "__main__":

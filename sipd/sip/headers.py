@@ -177,6 +177,13 @@ class Headers:
         h._memo = None
         return h
 
+    def parsed_views(self) -> dict[str, Any]:
+        """Typed values parsed from this block (created on first use; cleared on any change)."""
+        memo = self._memo
+        if memo is None:
+            memo = self._memo = {}
+        return memo
+
     def _changed(self) -> None:
         self.version += 1
         self._index = None

@@ -123,9 +123,7 @@ class Message:
     def cseq(self) -> CSeq:
         """The CSeq as a :class:`CSeq`."""
         headers = self.headers
-        memo = headers._memo
-        if memo is None:
-            memo = headers._memo = {}
+        memo = headers.parsed_views()
         cseq: CSeq | None = memo.get("cseq")
         if cseq is None:
             value = headers.get("cseq")
@@ -153,9 +151,7 @@ class Message:
     def top_via(self) -> Via:
         """The top Via: it names the transaction (branch) and the reply address."""
         headers = self.headers
-        memo = headers._memo
-        if memo is None:
-            memo = headers._memo = {}
+        memo = headers.parsed_views()
         via: Via | None = memo.get("via")
         if via is None:
             # The parser's index holds stripped values: one without a comma
@@ -207,9 +203,7 @@ class Message:
 
 
 def _address(headers: Headers, key: str) -> NameAddr:
-    memo = headers._memo
-    if memo is None:
-        memo = headers._memo = {}
+    memo = headers.parsed_views()
     addr: NameAddr | None = memo.get(key)
     if addr is None:
         index = headers._index
